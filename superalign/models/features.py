@@ -1,0 +1,52 @@
+"""Pooled hidden-state features, computed once per (model, data, pooling, layer) and cached.
+
+Linear probes and small heads then train on these arrays in seconds instead of running the
+backbone every epoch.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from superalign.models.classifier import collate, encode, length_batches, pool
+
+
+@torch.inference_mode()
+def extract_features(
+    model: torch.nn.Module,
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    pooling: str,
+    layers: Sequence[int] = (-1,),
+    max_length: int = 128,
+    batch_size: int = 32,
+    desc: str = "features",
+    device: torch.device | str = "cpu",
+) -> dict[int, np.ndarray]:
+    """Return ``{layer: (N, D) float32}`` in the order of ``texts``.
+
+    Batches hold texts of similar length, so short texts are not padded to the longest one.
+    """
+    enc = encode(tokenizer, texts, max_length)
+    lengths = enc.lengths()
+    want_all = any(layer != -1 for layer in layers)
+    out: dict[int, np.ndarray] = {}
+    model.to(device)
+    with tqdm(total=len(texts), desc=desc, unit="ex", leave=False) as bar:
+        for idx in length_batches(lengths, batch_size):
+            ids, mask = collate([enc.ids[i] for i in idx], tokenizer.pad_token_id)
+            ids, mask = ids.to(device), mask.to(device)
+            res = model(input_ids=ids, attention_mask=mask, output_hidden_states=want_all)
+            for layer in layers:
+                hidden = res.hidden_states[layer] if want_all else res.last_hidden_state
+                feats = pool(hidden, mask, pooling).float().cpu().numpy()
+                if layer not in out:
+                    out[layer] = np.zeros((len(texts), feats.shape[1]), dtype=np.float32)
+                out[layer][idx] = feats
+            bar.update(len(idx))
+    return out

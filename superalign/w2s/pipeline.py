@@ -1,0 +1,208 @@
+"""The weak-to-strong pipeline: weak supervisor → weak labels → strong student (per method) and
+strong ceiling → evaluation on held-out test → PGR with bootstrap CIs, aggregated over seeds.
+
+Use from Python::
+
+    from superalign.w2s import W2SConfig, run_w2s
+    result = run_w2s(W2SConfig.from_yaml("configs/w2s_default.yaml"), out_dir="runs/demo")
+    print(result.table())
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from superalign import metrics
+from superalign.data.registry import load_task
+from superalign.data.splits import Splits, make_splits
+from superalign.data.task import TaskData
+from superalign.models.loading import model_notes
+from superalign.store.store import Store, default_store_root, write_json_atomic
+from superalign.w2s.config import MethodConfig, ModelConfig, W2SConfig
+from superalign.w2s.stages import Labels, ModelPool, Stages, ground_truth
+
+log = logging.getLogger("superalign.w2s")
+
+
+@dataclass
+class SeedOutcome:
+    """Test-set probabilities of every model trained for one seed."""
+
+    weak: np.ndarray
+    ceilings: dict[str, np.ndarray] = field(default_factory=dict)  # by method name
+    students: dict[str, np.ndarray] = field(default_factory=dict)
+    intermediates: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    weak_label_acc: float = 0.0
+    curves: dict[str, list[dict]] = field(default_factory=dict)
+
+
+@dataclass
+class W2SResult:
+    config: W2SConfig
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+    curves: dict[str, list[dict]]
+    out_dir: Path | None = None
+
+    def table(self) -> str:
+        from superalign.report.tables import results_table
+
+        return results_table(self.rows, self.summary)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"config": self.config.model_dump(mode="json"), "rows": self.rows, "summary": self.summary,
+                "curves": self.curves}
+
+
+def run_w2s(config: W2SConfig, *, out_dir: str | Path | None = None, store: Store | None = None,
+            pool: ModelPool | None = None) -> W2SResult:
+    """Run (or resume) a W2S experiment; every stage is cached in ``store``."""
+    t0 = time.perf_counter()
+    store = store or Store(default_store_root())
+    task = load_task(config.task, max_examples=config.max_examples, seed=config.split_seed, **config.task_options)
+    splits = make_splits(task.labels, config.splits.model_dump(), config.split_seed, task.name)
+    stages = Stages(store, task, pool)
+    outcomes = [_run_seed(config, stages, task, splits, seed) for seed in config.seeds]
+    prompt_rows = _prompting(config, store, task, splits)
+    rows, summary = _evaluate(config, task, splits, outcomes)
+    rows += prompt_rows
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
+    summary["stages"] = store.summary()
+    summary["notes"] = model_notes([config.weak.model, config.strong.model,
+                                    *(b.model for m in config.methods for b in m.bootstrap),
+                                    *(p.model for p in config.prompting)])
+    summary["task"] = {"name": task.name, "n": len(task), "classes": task.label_names,
+                       "splits": {k: int(len(v)) for k, v in splits.as_dict().items()}}
+    curves = {f"seed{o_seed}/{k}": v for o_seed, o in zip(config.seeds, outcomes) for k, v in o.curves.items()}
+    result = W2SResult(config, rows, summary, curves)
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(config.to_yaml())
+        write_json_atomic(out / "results.json", result.as_dict())
+        (out / "table.txt").write_text(result.table() + "\n")
+        result.out_dir = out
+    log.info(store.summary(detail=True))
+    return result
+
+
+# -- one seed -----------------------------------------------------------------------------------
+
+def _run_seed(cfg: W2SConfig, stages: Stages, task: TaskData, splits: Splits, seed: int) -> SeedOutcome:
+    A, B, V, T = splits.weak_train, splits.strong_train, splits.val, splits.test
+    predict_labelled = {"strong_train": B, "test": T, **({"val": V} if len(V) else {})}
+    weak = stages.train(cfg.weak, ground_truth(task, A), seed=seed, predict_on=predict_labelled,
+                        label=f"weak {cfg.weak.model} s{seed}")
+    weak_labels = stages.labels([(B, weak.probs["strong_train"])], [weak.stage.key], f"weak labels s{seed}")
+    weak_val = stages.labels([(V, weak.probs["val"])], [weak.stage.key], f"weak val labels s{seed}") if len(V) else None
+    out = SeedOutcome(weak=weak.probs["test"], weak_label_acc=float((weak_labels.probs.argmax(1) == task.labels[B]).mean()))
+    out.curves["weak"] = weak.curve
+    for method in cfg.methods:
+        student_cfg = cfg.student_config(method)
+        ceiling = stages.train(student_cfg, ground_truth(task, B), seed=seed, predict_on={"test": T},
+                               label=f"ceiling {student_cfg.model}/{student_cfg.regime} s{seed}")
+        out.ceilings[method.name] = ceiling.probs["test"]
+        out.curves[f"ceiling/{method.name}"] = ceiling.curve
+        labels, val_labels = weak_labels, weak_val
+        for depth, mid_cfg in enumerate(method.bootstrap):
+            labels, val_labels, mid_test = _bootstrap_step(stages, mid_cfg, method, labels, val_labels, T, seed, depth)
+            out.intermediates.setdefault(method.name, []).append(mid_test)
+        val = ground_truth(task, V) if method.early_stopping == "oracle" else val_labels
+        student = stages.train(
+            student_cfg, labels, target_kind=method.labels, loss=method.loss, early_stopping=method.early_stopping,
+            val=val, seed=seed, predict_on={"test": T}, label=f"student {method.name} s{seed}")
+        out.students[method.name] = student.probs["test"]
+        out.curves[f"student/{method.name}"] = student.curve
+    return out
+
+
+def _bootstrap_step(stages: Stages, mid_cfg: ModelConfig, method: MethodConfig, labels: Labels,
+                    val_labels: Labels | None, T: np.ndarray, seed: int, depth: int):
+    """Train an intermediate model on the current labels and relabel split B for the next model.
+
+    Cross-fitted: B is cut in two folds; the model trained on one fold labels the other, so
+    every new label is a prediction on an example the labeller never trained on.
+    """
+    rng = np.random.default_rng([seed, depth, 7])
+    perm = rng.permutation(len(labels.idx))
+    folds = [np.sort(perm[: len(perm) // 2]), np.sort(perm[len(perm) // 2:])]
+    parts, val_parts, tests, keys = [], [], [], []
+    for f in (0, 1):
+        train_pos, other_pos = folds[f], folds[1 - f]
+        predict_on = {"other": labels.idx[other_pos], "test": T}
+        if val_labels is not None:
+            predict_on["val"] = val_labels.idx
+        mid = stages.train(mid_cfg, labels.subset(train_pos, f"fold{f}"), target_kind=method.labels,
+                           loss=method.loss, seed=seed, predict_on=predict_on,
+                           label=f"bootstrap {mid_cfg.model} fold{f} {method.name} s{seed}")
+        parts.append((labels.idx[other_pos], mid.probs["other"]))
+        tests.append(mid.probs["test"])
+        keys.append(mid.stage.key)
+        if val_labels is not None:
+            val_parts.append(mid.probs["val"])
+    new = stages.labels(parts, keys, f"bootstrap labels {mid_cfg.model} {method.name} s{seed}")
+    new_val = None
+    if val_labels is not None:
+        new_val = stages.labels([(val_labels.idx, np.mean(val_parts, axis=0))], keys,
+                                f"bootstrap val labels {mid_cfg.model} s{seed}")
+    return new, new_val, np.mean(tests, axis=0)
+
+
+# -- evaluation ---------------------------------------------------------------------------------
+
+def _correct(probs: list[np.ndarray], labels: np.ndarray) -> np.ndarray:
+    return np.stack([(p.argmax(1) == labels) for p in probs]).astype(float)
+
+
+def _evaluate(cfg: W2SConfig, task: TaskData, splits: Splits, outcomes: list[SeedOutcome]):
+    y = task.labels[splits.test]
+    weak_c = _correct([o.weak for o in outcomes], y)
+    weak_acc = metrics.mean_ci(weak_c, cfg.n_boot)
+    summary: dict[str, Any] = {
+        "weak": {"model": cfg.weak.model, "accuracy": weak_acc.as_dict(),
+                 "ece": float(np.mean([metrics.expected_calibration_error(o.weak, y) for o in outcomes])),
+                 "label_accuracy_on_B": float(np.mean([o.weak_label_acc for o in outcomes]))},
+        "strong": cfg.strong.model, "seeds": cfg.seeds, "n_test": int(len(y)),
+    }
+    rows = []
+    for method in cfg.methods:
+        ceil = [o.ceilings[method.name] for o in outcomes]
+        stud = [o.students[method.name] for o in outcomes]
+        res = metrics.pgr_bootstrap(weak_c, _correct(stud, y), _correct(ceil, y), n_boot=cfg.n_boot,
+                                    min_gap=cfg.min_gap)
+        rows.append({
+            "kind": "w2s", "method": method.name, "regime": cfg.student_config(method).regime,
+            "weak": res.weak.as_dict(), "w2s": res.w2s.as_dict(), "ceiling": res.ceiling.as_dict(),
+            "pgr": res.pgr.as_dict(), "gap": res.gap.as_dict(), "pgr_per_seed": res.per_seed,
+            "pgr_reliable": res.reliable, "pgr_note": res.reason,
+            "agreement": float(np.mean([metrics.agreement(s, o.weak) for s, o in zip(stud, outcomes)])),
+            "ece_w2s": float(np.mean([metrics.expected_calibration_error(s, y) for s in stud])),
+            "ece_ceiling": float(np.mean([metrics.expected_calibration_error(c, y) for c in ceil])),
+            "intermediates": [metrics.mean_ci(_correct([o.intermediates[method.name][d] for o in outcomes], y),
+                                              cfg.n_boot).as_dict()
+                              for d in range(len(method.bootstrap))],
+        })
+    return rows, summary
+
+
+# -- prompting baselines ------------------------------------------------------------------------
+
+def _prompting(cfg: W2SConfig, store: Store, task: TaskData, splits: Splits) -> list[dict]:
+    from superalign.w2s.prompting import score_prompting
+
+    rows = []
+    for p in cfg.prompting:
+        test = splits.test if p.max_test is None else splits.test[: p.max_test]
+        for k in p.shots:
+            probs = score_prompting(store, task, p, test, splits.weak_train, k, seed=cfg.split_seed)
+            correct = (probs.argmax(1) == task.labels[test]).astype(float)
+            rows.append({"kind": "prompt", "method": f"{k}-shot {p.model}", "model": p.model, "shots": k,
+                         "accuracy": metrics.mean_ci(correct, cfg.n_boot).as_dict(), "n_test": int(len(test)),
+                         "ece": metrics.expected_calibration_error(probs, task.labels[test])})
+    return rows

@@ -1,0 +1,209 @@
+"""The cached stages of a weak-to-strong run: features, training (+ predictions), labels.
+
+Each function derives its stage key from everything it depends on and lets the
+:class:`~superalign.store.Store` decide whether to compute. Arrays are saved as ``.npy`` (read
+back with ``allow_pickle=False``) and weights as safetensors.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from superalign.data.task import TaskData
+from superalign.models.classifier import encode, resolve_pooling
+from superalign.models.features import extract_features
+from superalign.models.loading import load_backbone, model_identity
+from superalign.store.store import Stage, Store, stage_key
+from superalign.training.config import LossConfig, TrainConfig
+from superalign.training.regimes import build_classifier, count_trainable, probe_head
+from superalign.training.trainer import FeatureBatcher, TokenBatcher, ValSet, fit, predict
+from superalign.w2s.config import ModelConfig
+
+log = logging.getLogger("superalign.w2s")
+
+
+def idx_hash(idx: np.ndarray) -> str:
+    return hashlib.sha256(np.asarray(idx, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def array_hash(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a, dtype=np.float32).tobytes()).hexdigest()[:16]
+
+
+def save_array(path: Path, a: np.ndarray) -> None:
+    np.save(path, a, allow_pickle=False)
+
+
+def load_array(path: Path) -> np.ndarray:
+    return np.load(path, allow_pickle=False)
+
+
+@dataclass
+class ModelPool:
+    """Loads each backbone once per process; training works on deep copies."""
+
+    loaded: dict[str, tuple] = field(default_factory=dict)
+
+    def get(self, cfg: ModelConfig):
+        if cfg.model not in self.loaded:
+            log.info("loading model %s", cfg.model)
+            self.loaded[cfg.model] = load_backbone(cfg.model, trust_remote_code=cfg.trust_remote_code)
+        return self.loaded[cfg.model]
+
+
+@dataclass
+class Labels:
+    """Training targets for a split: soft probabilities, where they came from (stage key or 'gt')."""
+
+    idx: np.ndarray  # example indices into the task
+    probs: np.ndarray  # (n, K)
+    key: str  # 'gt' or the labels stage key
+
+    def targets(self, kind: str) -> np.ndarray:
+        if kind == "soft":
+            return self.probs
+        return np.eye(self.probs.shape[1], dtype=np.float32)[self.probs.argmax(1)]
+
+    def subset(self, positions: np.ndarray, tag: str) -> "Labels":
+        return Labels(self.idx[positions], self.probs[positions], f"{self.key}/{tag}")
+
+
+def ground_truth(task: TaskData, idx: np.ndarray) -> Labels:
+    probs = np.eye(task.num_classes, dtype=np.float32)[task.labels[idx]]
+    return Labels(np.asarray(idx), probs, f"gt:{idx_hash(idx)}")
+
+
+class Stages:
+    """Stage functions bound to one task, store and model pool."""
+
+    def __init__(self, store: Store, task: TaskData, pool: ModelPool | None = None):
+        self.store, self.task, self.pool = store, task, pool or ModelPool()
+        self.task_fp = task.fingerprint()
+        self._features: dict[str, np.ndarray] = {}
+
+    # -- features ----------------------------------------------------------------------------
+    def features(self, cfg: ModelConfig) -> np.ndarray:
+        """Pooled features of every example of the task for ``cfg.model`` (cached once per model)."""
+        spec_pool = cfg.pooling
+        inputs = {"model": model_identity(cfg.model), "task": self.task_fp, "pooling": spec_pool,
+                  "layer": cfg.layer, "max_length": cfg.max_length}
+
+        def compute(tmp: Path) -> dict:
+            backbone, tok, info = self.pool.get(cfg)
+            pooling = resolve_pooling(cfg.pooling, info.arch)
+            feats = extract_features(backbone, tok, self.task.inputs(), pooling=pooling, layers=[cfg.layer],
+                                     max_length=cfg.max_length, batch_size=cfg.features_batch_size,
+                                     desc=f"features {cfg.model}")[cfg.layer]
+            save_array(tmp / "features.npy", feats)
+            return {"shape": list(feats.shape), "pooling": pooling}
+
+        key = stage_key("features", inputs)
+        if key not in self._features:
+            stage = self.store.run("features", inputs, compute, label=f"features {cfg.model}")
+            self._features[key] = load_array(stage.file("features.npy"))
+        return self._features[key]
+
+    # -- training ----------------------------------------------------------------------------
+    def train(
+        self,
+        cfg: ModelConfig,
+        labels: Labels,
+        *,
+        target_kind: str = "soft",
+        loss: LossConfig | None = None,
+        early_stopping: str = "none",
+        val: Labels | None = None,
+        seed: int = 0,
+        predict_on: dict[str, np.ndarray],
+        label: str,
+    ) -> "Trained":
+        """Train ``cfg.model`` on ``labels`` and predict class probabilities on ``predict_on``."""
+        loss = loss or LossConfig()
+        train_cfg = TrainConfig.model_validate(cfg.model_dump(exclude={"model", "trust_remote_code"}))
+        val_gt = self.task.labels[val.idx] if val is not None else None
+        inputs: dict[str, Any] = {
+            "model": model_identity(cfg.model), "train": train_cfg.model_dump(), "task": self.task_fp,
+            "train_idx": idx_hash(labels.idx), "targets": labels.key, "target_kind": target_kind,
+            "loss": loss.model_dump() if loss.name != "xent" else "xent", "early_stopping": early_stopping,
+            "val": None if val is None else {"idx": idx_hash(val.idx), "weak": val.key}, "seed": seed,
+            "predict": {k: idx_hash(v) for k, v in sorted(predict_on.items())},
+        }
+        if labels.key.startswith("gt:") is False:
+            inputs["targets_hash"] = array_hash(labels.probs)
+
+        def compute(tmp: Path) -> dict:
+            scratch = self.store.scratch("train", stage_key("train", inputs))
+            module, batcher, device, info = self._module(cfg, train_cfg, labels, seed)
+            val_set = None
+            if val is not None and len(val.idx):
+                val_set = ValSet(val.idx, val_gt, None if val.key.startswith("gt:") else val.probs.argmax(1))
+            result = fit(module, batcher, labels.idx, labels.targets(target_kind), train_cfg, loss=loss, seed=seed,
+                         val=val_set, early_stopping=early_stopping,
+                         checkpoint_dir=None if train_cfg.uses_features() else scratch, desc=label)
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in result.state.items()}, str(tmp / "trainable.safetensors"))
+            for split, idx in predict_on.items():
+                save_array(tmp / f"probs_{split}.npy",
+                           predict(module, batcher, idx, train_cfg.batch_size * 2, device))
+            trainable, total = count_trainable(module)
+            return {"curve": result.curve, "steps": result.steps, "selected": result.selected,
+                    "trainable_params": trainable, "total_params": total, "n_train": int(len(labels.idx))}
+
+        stage = self.store.run("train", inputs, compute, label=label)
+        return Trained(stage, {k: load_array(stage.file(f"probs_{k}.npy")) for k in predict_on})
+
+    def _module(self, cfg: ModelConfig, train_cfg: TrainConfig, labels: Labels, seed: int):
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if train_cfg.uses_features():
+            feats = torch.from_numpy(self.features(cfg))
+            head = probe_head(feats[torch.as_tensor(labels.idx)], self.task.num_classes)
+            return head, FeatureBatcher(feats), device, None
+        backbone, tok, info = self.pool.get(cfg)
+        torch.manual_seed(seed)
+        clf = build_classifier(copy.deepcopy(backbone), self.task.num_classes, train_cfg, info.arch)
+        batcher = TokenBatcher(encode(tok, self.task.inputs(), train_cfg.max_length), tok.pad_token_id)
+        clf.to(device)
+        return clf, batcher, device, info
+
+    # -- labels ------------------------------------------------------------------------------
+    def labels(self, parts: list[tuple[np.ndarray, np.ndarray]], sources: list[str], label: str) -> Labels:
+        """Weak labels (soft probabilities; hard ones are derived) from labelling passes.
+
+        ``parts`` are (example indices, probabilities) from one or more trained models (several
+        when cross-fitted); they are merged in the order of the example indices.
+        """
+        idx = np.concatenate([p[0] for p in parts])
+        probs = np.concatenate([p[1] for p in parts])
+        order = np.argsort(idx, kind="stable")
+        idx, probs = idx[order], probs[order]
+        inputs = {"from": sources, "idx": idx_hash(idx)}
+
+        def compute(tmp: Path) -> dict:
+            save_array(tmp / "soft.npy", probs.astype(np.float32))
+            save_array(tmp / "hard.npy", probs.argmax(1).astype(np.int64))
+            save_array(tmp / "idx.npy", idx.astype(np.int64))
+            gt = self.task.labels[idx]
+            return {"n": int(len(idx)), "accuracy_vs_gt": float((probs.argmax(1) == gt).mean()),
+                    "mean_confidence": float(probs.max(1).mean())}
+
+        stage = self.store.run("labels", inputs, compute, label=label)
+        return Labels(load_array(stage.file("idx.npy")), load_array(stage.file("soft.npy")), stage.key)
+
+
+@dataclass
+class Trained:
+    stage: Stage
+    probs: dict[str, np.ndarray]
+
+    @property
+    def curve(self) -> list[dict]:
+        return self.stage.meta["result"]["curve"]
