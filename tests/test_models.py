@@ -83,3 +83,42 @@ def test_model_identity_is_stable_and_loads_nothing():
 def test_encoder_is_refused_as_causal_lm():
     with pytest.raises(UnknownNameError, match="causal LM"):
         load_causal_lm("tiny-bert")
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-bert"])
+def test_prefix_cached_last_k_matches_the_full_model(name):
+    from superalign.training.prefix import PrefixBatcher, PrefixClassifier, check_equivalence, compute_prefix_states
+    from superalign.training.regimes import copy_for_regime
+
+    model, tok, info = load_backbone(name)
+    model.requires_grad_(False)
+    cfg = TrainConfig(regime="last_k", last_k=1)
+    texts = ["a b c", "a much longer text with words", "x", "another one here"]
+    enc = encode(tok, texts, 32)
+    start = len(transformer_blocks(model)) - 1
+    states = compute_prefix_states(model, enc, tok.pad_token_id, start, batch_size=3)
+    clf = build_classifier(copy_for_regime(model, cfg), 2, cfg, info.arch)
+    pre = PrefixClassifier(clf, start)
+    batcher = PrefixBatcher(enc, tok.pad_token_id, states)
+    ref = Classifier(model, 2, pooling=clf.pooling)
+    assert check_equivalence(ref, pre, batcher, [0, 1, 2, 3], atol=1e-4) < 1e-4
+    # frozen parameters are shared with the original, trained ones are copies
+    shared = {id(p) for p in model.parameters()}
+    trained = [p for p in clf.parameters() if p.requires_grad]
+    assert trained and not any(id(p) in shared for p in trained)
+    # a training step through the prefix model changes only the trainable copy
+    before = [p.clone() for p in model.parameters()]
+    ids, mask, st = batcher.inputs([0, 1])
+    pre(ids, mask, st).sum().backward()
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_full_regime_trains_everything_even_after_a_frozen_copy():
+    from superalign.training.regimes import copy_for_regime
+
+    model, _, info = load_backbone("tiny-llama")
+    model.requires_grad_(False)
+    build_classifier(copy_for_regime(model, TrainConfig(regime="last_k")), 2, TrainConfig(regime="last_k"), info.arch)
+    clf = build_classifier(copy_for_regime(model, TrainConfig(regime="full")), 2, TrainConfig(regime="full"), info.arch)
+    assert all(p.requires_grad for p in clf.parameters())

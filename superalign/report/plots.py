@@ -46,7 +46,7 @@ def accuracy_bars(rows: list[dict[str, Any]]) -> bytes:
     ax.set_ylabel("test accuracy (%)")
     lows = [r[k]["low"] for r in w2s for k in ("weak", "w2s", "ceiling")] + [r["accuracy"]["low"] for r in prompt]
     ax.set_ylim(max(0, 100 * min(lows) - 8) if lows else 0, 100)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return to_png(fig)
 

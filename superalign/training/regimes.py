@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -53,6 +55,23 @@ def _final_norms(model: nn.Module, blocks: nn.ModuleList) -> list[nn.Module]:
             if id(m) not in block_ids and name.split(".")[-1] in {"norm", "final_layernorm", "ln_f", "final_layer_norm"}]
 
 
+def copy_for_regime(backbone: nn.Module, cfg: TrainConfig) -> nn.Module:
+    """A copy of ``backbone`` to train under ``cfg.regime``.
+
+    Parameters that the regime freezes are shared with the original instead of copied (the
+    original is never trained), so a head or last-k run of a large model costs little memory.
+    """
+    if cfg.regime in ("lora", "full"):
+        return copy.deepcopy(backbone)
+    trained: set[int] = set()
+    if cfg.regime == "last_k":
+        blocks = transformer_blocks(backbone)
+        for module in [*list(blocks)[-cfg.last_k:], *_final_norms(backbone, blocks)]:
+            trained |= {id(p) for p in module.parameters()}
+    memo = {id(p): p for p in backbone.parameters() if id(p) not in trained}
+    return copy.deepcopy(backbone, memo)
+
+
 def build_classifier(backbone: nn.Module, num_classes: int, cfg: TrainConfig, arch: str) -> Classifier:
     """A :class:`Classifier` whose trainable parameters match ``cfg.regime``."""
     pooling = resolve_pooling(cfg.pooling, arch)
@@ -63,9 +82,9 @@ def build_classifier(backbone: nn.Module, num_classes: int, cfg: TrainConfig, ar
                           target_modules="all-linear", bias="none")
         backbone = get_peft_model(backbone, lora)
     clf = Classifier(backbone, num_classes, pooling=pooling, layer=cfg.layer if cfg.regime == "head" else -1)
-    if cfg.regime in ("head", "last_k"):
+    if cfg.regime in ("head", "last_k", "full"):
         for p in clf.backbone.parameters():
-            p.requires_grad_(False)
+            p.requires_grad_(cfg.regime == "full")
     if cfg.regime == "last_k":
         blocks = transformer_blocks(clf.backbone)
         if cfg.last_k > len(blocks):

@@ -108,7 +108,7 @@ def _run_seed(cfg: W2SConfig, stages: Stages, task: TaskData, splits: Splits, se
         ceiling = stages.train(student_cfg, ground_truth(task, B), seed=seed, predict_on={"test": T},
                                label=f"ceiling {student_cfg.model}/{student_cfg.regime} s{seed}")
         out.ceilings[method.name] = ceiling.probs["test"]
-        out.curves[f"ceiling/{method.name}"] = ceiling.curve
+        out.curves[f"ceiling/{student_cfg.regime}"] = ceiling.curve
         labels, val_labels = weak_labels, weak_val
         for depth, mid_cfg in enumerate(method.bootstrap):
             labels, val_labels, mid_test = _bootstrap_step(stages, mid_cfg, method, labels, val_labels, T, seed, depth)

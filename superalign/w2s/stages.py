@@ -7,7 +7,6 @@ back with ``allow_pickle=False``) and weights as safetensors.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -18,16 +17,32 @@ import numpy as np
 import torch
 
 from superalign.data.task import TaskData
-from superalign.models.classifier import encode, resolve_pooling
+from superalign.errors import ConfigError
+from superalign.models.classifier import Classifier, Encoded, encode, hidden_size, resolve_pooling
 from superalign.models.features import extract_features
 from superalign.models.loading import load_backbone, model_identity
 from superalign.store.store import Stage, Store, stage_key
 from superalign.training.config import LossConfig, TrainConfig
-from superalign.training.regimes import build_classifier, count_trainable, probe_head
+from superalign.training.prefix import (
+    PrefixBatcher,
+    PrefixClassifier,
+    PrefixStates,
+    check_equivalence,
+    compute_prefix_states,
+)
+from superalign.training.regimes import (
+    build_classifier,
+    copy_for_regime,
+    count_trainable,
+    probe_head,
+    transformer_blocks,
+)
 from superalign.training.trainer import FeatureBatcher, TokenBatcher, ValSet, fit, predict
 from superalign.w2s.config import ModelConfig
 
 log = logging.getLogger("superalign.w2s")
+
+PREFIX_CACHE_MAX_BYTES = 6 * 2**30
 
 
 def idx_hash(idx: np.ndarray) -> str:
@@ -55,7 +70,9 @@ class ModelPool:
     def get(self, cfg: ModelConfig):
         if cfg.model not in self.loaded:
             log.info("loading model %s", cfg.model)
-            self.loaded[cfg.model] = load_backbone(cfg.model, trust_remote_code=cfg.trust_remote_code)
+            model, tok, info = load_backbone(cfg.model, trust_remote_code=cfg.trust_remote_code)
+            model.requires_grad_(False)  # the pristine copy is never trained; regimes copy what they train
+            self.loaded[cfg.model] = (model, tok, info)
         return self.loaded[cfg.model]
 
 
@@ -88,6 +105,8 @@ class Stages:
         self.store, self.task, self.pool = store, task, pool or ModelPool()
         self.task_fp = task.fingerprint()
         self._features: dict[str, np.ndarray] = {}
+        self._encoded: dict[str, Encoded] = {}
+        self._prefix: dict[str, PrefixStates] = {}
 
     # -- features ----------------------------------------------------------------------------
     def features(self, cfg: ModelConfig) -> np.ndarray:
@@ -169,10 +188,51 @@ class Stages:
             return head, FeatureBatcher(feats), device, None
         backbone, tok, info = self.pool.get(cfg)
         torch.manual_seed(seed)
-        clf = build_classifier(copy.deepcopy(backbone), self.task.num_classes, train_cfg, info.arch)
-        batcher = TokenBatcher(encode(tok, self.task.inputs(), train_cfg.max_length), tok.pad_token_id)
-        clf.to(device)
-        return clf, batcher, device, info
+        clf = build_classifier(copy_for_regime(backbone, train_cfg), self.task.num_classes, train_cfg, info.arch)
+        encoded = self.encoded(cfg, tok)
+        batcher = TokenBatcher(encoded, tok.pad_token_id)
+        module: torch.nn.Module = clf
+        if train_cfg.regime == "last_k" and train_cfg.prefix_cache:
+            start = len(transformer_blocks(backbone)) - train_cfg.last_k
+            if start >= 1:
+                states = self.prefix(cfg, start)
+                module = PrefixClassifier(clf, start)
+                batcher = PrefixBatcher(encoded, tok.pad_token_id, states)
+                reference = Classifier(backbone, self.task.num_classes, pooling=clf.pooling)
+                check_equivalence(reference, module, batcher, labels.idx[:4])
+        module.to(device)
+        return module, batcher, device, info
+
+    def encoded(self, cfg: ModelConfig, tok) -> Encoded:
+        key = f"{cfg.model}:{cfg.max_length}"
+        if key not in self._encoded:
+            self._encoded[key] = encode(tok, self.task.inputs(), cfg.max_length)
+        return self._encoded[key]
+
+    def prefix(self, cfg: ModelConfig, start: int) -> PrefixStates:
+        """Hidden states at the input of block ``start`` for every example (cached stage)."""
+        inputs = {"model": model_identity(cfg.model), "task": self.task_fp, "start": start,
+                  "max_length": cfg.max_length}
+
+        def compute(tmp: Path) -> dict:
+            backbone, tok, _ = self.pool.get(cfg)
+            encoded = self.encoded(cfg, tok)
+            need = int(encoded.lengths().sum()) * hidden_size(backbone.config) * 4
+            if need > PREFIX_CACHE_MAX_BYTES:
+                raise ConfigError("prefix_cache", f"the cached states would take {need / 2**30:.1f} GiB",
+                                  "set prefix_cache: false, lower max_length, or use fewer examples (max_examples)")
+            states = compute_prefix_states(backbone, encoded, tok.pad_token_id, start, cfg.features_batch_size,
+                                           desc=f"prefix states {cfg.model}")
+            save_array(tmp / "flat.npy", states.flat)
+            save_array(tmp / "offsets.npy", states.offsets)
+            return {"tokens": int(states.offsets[-1]), "dim": int(states.flat.shape[1])}
+
+        key = stage_key("prefix", inputs)
+        if key not in self._prefix:
+            stage = self.store.run("prefix", inputs, compute, label=f"prefix states {cfg.model} @block{start}")
+            self._prefix[key] = PrefixStates(np.load(stage.file("flat.npy"), mmap_mode="r", allow_pickle=False),
+                                             load_array(stage.file("offsets.npy")))
+        return self._prefix[key]
 
     # -- labels ------------------------------------------------------------------------------
     def labels(self, parts: list[tuple[np.ndarray, np.ndarray]], sources: list[str], label: str) -> Labels:

@@ -1,0 +1,149 @@
+"""Strong-student training throughput: superalign against a plain ``transformers.Trainer``.
+
+Everything is measured side by side in one run, on the same model, data, batch size and trainable
+parameters (the last ``--last-k`` blocks, the final norm and a classification head):
+
+  A. ``transformers.Trainer`` with ``AutoModelForSequenceClassification`` and
+     ``DataCollatorWithPadding`` (the usual recipe);
+  B. superalign's loop, same regime, full forward every step (length-grouped batches);
+  C. superalign's loop on cached prefix states (frozen blocks run once; the cost of that pass is
+     reported and included in the epoch-1 figure).
+
+and the linear-probe path:
+
+  D. a linear head trained through the frozen backbone every epoch (regime ``head``);
+  E. the same head on cached pooled features (regime ``probe``), extraction time included.
+
+Usage (defaults are the offline W2S default's strong model and task):
+
+    python benchmarks/bench_w2s_training.py [--model gemma3-270m] [--task wordnet_living] [--n 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import time
+
+import numpy as np
+import torch
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="gemma3-270m")
+    ap.add_argument("--task", default="wordnet_living")
+    ap.add_argument("--n", type=int, default=1024, help="training examples")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--probe-epochs", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--last-k", type=int, default=1)
+    ap.add_argument("--max-length", type=int, default=32)
+    args = ap.parse_args()
+
+    import transformers
+    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from superalign.data import load_task
+    from superalign.models import load_backbone
+    from superalign.models.classifier import Classifier, encode, resolve_pooling
+    from superalign.models.features import extract_features
+    from superalign.models.loading import resolve
+    from superalign.training import (FeatureBatcher, TokenBatcher, TrainConfig, build_classifier, fit,
+                                     probe_head)
+    from superalign.training.prefix import PrefixBatcher, PrefixClassifier, compute_prefix_states
+    from superalign.training.regimes import copy_for_regime, transformer_blocks
+
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    task = load_task(args.task, max_examples=args.n, seed=0)
+    y = task.labels
+    onehot = np.eye(task.num_classes, dtype=np.float32)[y]
+    idx = np.arange(len(task))
+    backbone, tok, info = load_backbone(args.model)
+    backbone.requires_grad_(False)
+    enc = encode(tok, task.inputs(), args.max_length)
+    n_tokens = int(enc.lengths().sum())
+    print(f"model {args.model} ({info.params_m}M, {info.arch}), task {args.task}: {len(task)} examples, "
+          f"{n_tokens} tokens, batch {args.batch_size}, torch threads {torch.get_num_threads()}")
+    results: dict[str, float] = {}
+
+    # A. transformers.Trainer ------------------------------------------------------------------
+    source, _ = resolve(args.model)
+    hf = AutoModelForSequenceClassification.from_pretrained(source, num_labels=task.num_classes, dtype=torch.float32)
+    hf.config.pad_token_id = tok.pad_token_id
+    hf.requires_grad_(False)
+    blocks = transformer_blocks(hf)
+    trainable = [*list(blocks)[-args.last_k:]]
+    for name, module in hf.named_modules():
+        if name.split(".")[-1] in {"norm", "score", "classifier", "final_layernorm", "pooler"}:
+            trainable.append(module)
+    for m in trainable:
+        m.requires_grad_(True)
+    ds = task.to_hf().map(lambda b: tok(b["text"], truncation=True, max_length=args.max_length), batched=True,
+                          remove_columns=["text"])
+    targs = TrainingArguments(output_dir="/tmp/superalign-bench-trainer", per_device_train_batch_size=args.batch_size,
+                              num_train_epochs=args.epochs, learning_rate=1e-4, report_to=[], save_strategy="no",
+                              logging_strategy="no", use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
+                              dataloader_num_workers=0, seed=0)
+    trainer = Trainer(model=hf, args=targs, train_dataset=ds, data_collator=DataCollatorWithPadding(tok))
+    t = time.perf_counter()
+    trainer.train()
+    results["A trainer"] = time.perf_counter() - t
+    del trainer, hf
+
+    cfg = TrainConfig(regime="last_k", last_k=args.last_k, epochs=args.epochs, batch_size=args.batch_size, lr=1e-4,
+                      max_length=args.max_length)
+
+    # B. superalign, full forward ----------------------------------------------------------------
+    clf = build_classifier(copy_for_regime(backbone, cfg), task.num_classes, cfg, info.arch)
+    t = time.perf_counter()
+    fit(clf, TokenBatcher(enc, tok.pad_token_id), idx, onehot, cfg, seed=0, desc="B")
+    results["B superalign"] = time.perf_counter() - t
+    del clf
+
+    # C. superalign, cached prefix states --------------------------------------------------------
+    start = len(transformer_blocks(backbone)) - args.last_k
+    t = time.perf_counter()
+    states = compute_prefix_states(backbone, enc, tok.pad_token_id, start, args.batch_size)
+    cache_s = time.perf_counter() - t
+    clf = build_classifier(copy_for_regime(backbone, cfg), task.num_classes, cfg, info.arch)
+    pre = PrefixClassifier(clf, start)
+    t = time.perf_counter()
+    fit(pre, PrefixBatcher(enc, tok.pad_token_id, states), idx, onehot, cfg, seed=0, desc="C")
+    results["C superalign+prefix"] = time.perf_counter() - t + cache_s
+    del clf, pre
+
+    # D/E. linear head: through the backbone vs on cached features ------------------------------
+    hcfg = TrainConfig(regime="head", epochs=args.probe_epochs, batch_size=args.batch_size, max_length=args.max_length)
+    head = build_classifier(copy_for_regime(backbone, hcfg), task.num_classes, hcfg, info.arch)
+    t = time.perf_counter()
+    fit(head, TokenBatcher(enc, tok.pad_token_id), idx, onehot, hcfg, seed=0, desc="D")
+    results["D head"] = time.perf_counter() - t
+    t = time.perf_counter()
+    feats = extract_features(backbone, tok, task.inputs(), pooling=resolve_pooling("auto", info.arch),
+                             max_length=args.max_length, batch_size=args.batch_size)[-1]
+    feats_t = torch.from_numpy(feats)
+    probe = probe_head(feats_t, task.num_classes)
+    fit(probe, FeatureBatcher(feats_t), idx, onehot, TrainConfig(epochs=args.probe_epochs,
+                                                                  batch_size=args.batch_size), seed=0)
+    results["E probe"] = time.perf_counter() - t
+    _ = Classifier  # (imported for readers: the module both D and E train a head of)
+
+    ex = len(task) * args.epochs
+    print(f"\nlast-{args.last_k}-block fine-tuning, {args.epochs} epoch(s) of {len(task)} examples")
+    print(f"{'setup':34s} {'seconds':>8s} {'examples/s':>11s} {'speed-up vs Trainer':>20s}")
+    for key in ("A trainer", "B superalign", "C superalign+prefix"):
+        s = results[key]
+        print(f"{key:34s} {s:8.1f} {ex / s:11.1f} {results['A trainer'] / s:19.2f}x")
+    print(f"  (C includes {cache_s:.1f} s to cache the prefix states once)")
+    print(f"\nlinear head, {args.probe_epochs} epochs")
+    print(f"{'D head through frozen backbone':34s} {results['D head']:8.1f}")
+    print(f"{'E probe on cached features':34s} {results['E probe']:8.1f}   speed-up {results['D head'] / results['E probe']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

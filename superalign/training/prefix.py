@@ -1,0 +1,139 @@
+"""Partial fine-tuning on cached prefix states.
+
+When only the last ``k`` blocks of a backbone train, the first ``L - k`` blocks compute the same
+thing every epoch. We run them once, keep each example's hidden states at the input of block
+``L - k`` (``output_hidden_states[L - k]``), and at training time replace the frozen blocks with
+stubs: the first emits the cached states for the batch, the rest pass them through. The model's
+own forward still builds embeddings, masks and rotary tables (cheap), so this works for any
+architecture whose blocks return a tensor; :func:`check_equivalence` verifies that on a batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from superalign.models.classifier import Classifier, Encoded, collate, length_batches
+from superalign.training.regimes import transformer_blocks
+
+
+@dataclass
+class PrefixStates:
+    """Per-example hidden states (T_i, D) stored flat: ``flat[offsets[i]:offsets[i+1]]``."""
+
+    flat: np.ndarray
+    offsets: np.ndarray
+
+    def get(self, i: int) -> np.ndarray:
+        return self.flat[self.offsets[i] : self.offsets[i + 1]]
+
+
+@torch.inference_mode()
+def compute_prefix_states(backbone: nn.Module, encoded: Encoded, pad_id: int, start: int, batch_size: int = 32,
+                          desc: str = "prefix states") -> PrefixStates:
+    """Hidden states at the input of block ``start`` for every example (right-padded batches)."""
+    lengths = encoded.lengths()
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    flat: np.ndarray | None = None
+    for idx in tqdm(list(length_batches(lengths, batch_size)), desc=desc, leave=False):
+        ids, mask = collate([encoded.ids[i] for i in idx], pad_id)
+        hidden = backbone(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[start]
+        if flat is None:
+            flat = np.zeros((int(offsets[-1]), hidden.shape[-1]), dtype=np.float32)
+        for row, i in enumerate(idx):
+            flat[offsets[i] : offsets[i + 1]] = hidden[row, : lengths[i]].float().numpy()
+    assert flat is not None
+    return PrefixStates(flat, offsets)
+
+
+class _Emit(nn.Module):
+    """Stands in for the first frozen block: returns the injected states."""
+
+    def __init__(self, holder: "PrefixClassifier"):
+        super().__init__()
+        object.__setattr__(self, "_holder", holder)  # not a submodule (avoid a reference cycle in modules())
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return self._holder.injected.to(hidden_states.dtype)
+
+
+class _Pass(nn.Module):
+    """Stands in for the other frozen blocks."""
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return hidden_states
+
+
+class PrefixClassifier(nn.Module):
+    """A :class:`Classifier` whose frozen blocks ``[0, start)`` are replaced by cached states.
+
+    ``forward(input_ids, attention_mask, prefix_states)``: the states are (B, T, D), right-padded.
+    """
+
+    def __init__(self, classifier: Classifier, start: int):
+        super().__init__()
+        self.classifier = classifier
+        self.start = start
+        self.injected: torch.Tensor | None = None
+        blocks = transformer_blocks(classifier.backbone)
+        blocks[0] = _Emit(self)
+        for i in range(1, start):
+            blocks[i] = _Pass()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        self.injected = states
+        try:
+            return self.classifier(input_ids, attention_mask)
+        finally:
+            self.injected = None
+
+
+@dataclass
+class PrefixBatcher:
+    """Token ids plus their cached prefix states, padded per batch."""
+
+    encoded: Encoded
+    pad_id: int
+    states: PrefixStates
+
+    def inputs(self, idx: Sequence[int]) -> tuple[torch.Tensor, ...]:
+        ids, mask = collate([self.encoded.ids[i] for i in idx], self.pad_id)
+        width = ids.shape[1]
+        dim = self.states.flat.shape[1]
+        states = torch.zeros((len(idx), width, dim), dtype=torch.float32)
+        for row, i in enumerate(idx):
+            s = self.states.get(int(i))
+            states[row, : len(s)] = torch.from_numpy(np.array(s))  # copy: the cache may be a read-only memmap
+        return ids, mask, states
+
+    def lengths(self) -> np.ndarray | None:
+        return self.encoded.lengths()
+
+
+@torch.inference_mode()
+def check_equivalence(reference: Classifier, prefixed: PrefixClassifier, batcher: PrefixBatcher,
+                      idx: Sequence[int], atol: float = 1e-3) -> float:
+    """Max |pooled-feature difference| between the full and the prefix-cached backbone on ``idx``.
+
+    Raises when it exceeds ``atol`` (an architecture whose blocks do not fit the stubs).
+    """
+    ids, mask, states = batcher.inputs(idx)
+    was = reference.training, prefixed.training
+    reference.eval()
+    prefixed.eval()
+    prefixed.injected = states
+    try:
+        diff = (reference.features(ids, mask) - prefixed.classifier.features(ids, mask)).abs().max().item()
+    finally:
+        prefixed.injected = None
+        reference.train(was[0])
+        prefixed.train(was[1])
+    if diff > atol:
+        raise RuntimeError(f"prefix-cached model differs from the full model by {diff:.2e} (> {atol:g}); "
+                           "set prefix_cache: false for this model")
+    return diff
