@@ -104,3 +104,4 @@ def _load_builtin() -> None:
     if not _LOADED:
         _LOADED = True
         import superalign.data.builtin  # noqa: F401  (registers the offline tasks)
+        import superalign.data.chess  # noqa: F401  (registers chess_best_move)

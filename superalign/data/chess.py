@@ -1,0 +1,761 @@
+"""Chess with exact ground truth from Stockfish: puzzles graded by search depth, and move preferences.
+
+Chess is a domain where a cheap, exact "gold" supervisor exists: a fixed-depth Stockfish search.
+This module turns it into data for oversight experiments:
+
+- :class:`Stockfish`, a context manager over ``chess.engine.SimpleEngine.popen_uci`` set up for
+  reproducibility (one thread, a fixed hash size, the hash cleared before every search, fixed depth),
+  whose :meth:`~Stockfish.analyse` ranks candidate moves and whose :meth:`~Stockfish.move_value` is
+  the *gold reward* of a move (the engine's evaluation of the move from the mover's point of view);
+- :func:`random_positions`: reproducible positions from seeded random legal playouts;
+- :func:`make_puzzle` / :func:`generate_puzzles`: the best move at a target depth, the runner-up, the
+  gap between them and the **search depth needed** to find the best move (a difficulty label);
+- the registered W2S task ``chess_best_move`` (is this candidate the engine's best move?);
+- :func:`move_preference_pairs`: TRL-style ``prompt``/``chosen``/``rejected`` rows whose preference
+  is the engine's, for reward models and over-optimisation curves.
+
+Scores are centipawns from the side to move; a forced mate in ``k`` moves is mapped to ``±(MATE_CP - k)`` so it
+outranks every material score and a quicker mate ranks above a slower one.
+
+Needs the PyPI package ``chess`` (``pip install 'superalign[chess]'``) and the Debian package
+``stockfish`` (``superalign assets install stockfish``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import threading
+import uuid
+import weakref
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+import numpy as np
+
+from superalign.data.registry import register_task
+from superalign.data.task import TaskData
+from superalign.errors import AssetMissingError, ConfigError, DataError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import chess
+    import chess.engine
+
+MATE_CP = 100_000
+"""Centipawn value of "mate now"; mate in ``k`` moves scores ``MATE_CP - k`` (``-MATE_CP + k`` when mated)."""
+
+DEFAULT_HASH_MB = 16
+GENERATOR_VERSION = 1  # bump when generation changes what rows a given option set produces
+
+PIECE_NAMES = {1: "Pawn", 2: "Knight", 3: "Bishop", 4: "Rook", 5: "Queen", 6: "King"}
+
+
+def _chess():
+    """Import python-chess, or say how to install it."""
+    try:
+        import chess
+        import chess.engine  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise AssetMissingError(
+            "the chess domain needs the PyPI package 'chess' (python-chess), which is not installed. "
+            "Fix: pip install 'superalign[chess]'   (or pip install 'chess>=1.10')"
+        ) from exc
+    return chess
+
+
+# --------------------------------------------------------------------------------------------------
+# input checking
+
+
+def parse_fen(fen: str, field_name: str = "fen") -> "chess.Board":
+    """A board from ``fen``, or a :class:`DataError` naming ``field_name`` when it is not a legal position."""
+    chess = _chess()
+    if not isinstance(fen, str) or not fen.strip():
+        raise DataError(field_name, f"is {fen!r}, not a FEN string",
+                        "pass a FEN such as 'rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1'")
+    try:
+        board = chess.Board(fen.strip())
+    except ValueError as exc:
+        raise DataError(field_name, f"'{fen}' is not a valid FEN ({exc})",
+                        "pass the six FEN fields: pieces, side to move, castling, en passant, halfmove, fullmove") from None
+    if not board.is_valid():
+        raise DataError(field_name, f"'{fen}' is not a legal chess position ({board.status()!r})",
+                        "pass a position reachable in a game: one king each, side not to move not in check, "
+                        "no pawns on the first or last rank")
+    return board
+
+
+def parse_move(board: "chess.Board", move: str, field_name: str = "move_uci") -> "chess.Move":
+    """The legal move ``move`` (UCI like ``e2e4``, or SAN like ``Nf3``) on ``board``, or a :class:`DataError`."""
+    chess = _chess()
+    try:
+        mv = chess.Move.from_uci(move)
+    except (ValueError, TypeError):
+        try:
+            mv = board.parse_san(move)
+        except (ValueError, TypeError):
+            mv = None
+    if mv is None or mv not in board.legal_moves:
+        legal = " ".join(sorted(m.uci() for m in board.legal_moves)) or "(none: the game is over)"
+        raise DataError(field_name, f"{move!r} is not a legal move in '{board.fen()}'",
+                        f"pass a legal move in UCI notation; legal here: {legal}")
+    return mv
+
+
+def _check_int(name: str, value: Any, lo: int, hi: int | None = None, hint: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo or (hi is not None and value > hi):
+        rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+        raise ConfigError(name, f"is {value!r}, must be an integer {rng}", hint or f"pass an integer {rng}")
+    return int(value)
+
+
+def _check_depth(depth: Any, name: str = "depth") -> int:
+    return _check_int(name, depth, 1, 60, "use a search depth between 1 and 60 (12 takes well under a second)")
+
+
+# --------------------------------------------------------------------------------------------------
+# the engine
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One ranked root move of an analysis.
+
+    ``cp`` is the score in centipawns from the side to move, with a mate in ``k`` moves mapped to ``±(MATE_CP - k)``;
+    ``mate`` is the signed number of moves to mate (positive: the mover mates) or None.
+    """
+
+    rank: int
+    uci: str
+    san: str
+    cp: int
+    mate: int | None
+    depth: int
+    pv: tuple[str, ...] = ()
+
+
+_OPEN_ENGINES: "weakref.WeakSet[Stockfish]" = weakref.WeakSet()
+_EXIT_HOOK = False
+
+
+def _close_open_engines() -> None:
+    for engine in list(_OPEN_ENGINES):
+        engine.close()
+
+
+def _register_exit_hook() -> None:
+    """Close engines left open before the interpreter joins threads at exit.
+
+    python-chess runs each engine on a non-daemon thread, so an engine nobody closed would keep the
+    process from exiting; ``atexit`` runs too late for that, ``threading``'s exit hook does not.
+    """
+    global _EXIT_HOOK
+    if not _EXIT_HOOK:
+        _EXIT_HOOK = True
+        hook = getattr(threading, "_register_atexit", None)
+        if hook is not None:
+            hook(_close_open_engines)
+
+
+class Stockfish:
+    """Reproducible Stockfish: one thread, a fixed hash, the hash cleared before each search, fixed depth.
+
+    Use as a context manager (``with Stockfish() as sf: sf.analyse(fen, 12)``) or call :meth:`close`;
+    an engine left open is closed when the interpreter exits. Results are cached in memory (LRU over
+    ``cache_size`` searches), so asking again for a position costs nothing. With these settings a
+    search at a given depth gives the same moves and scores on every run.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, *, threads: int = 1,
+                 hash_mb: int = DEFAULT_HASH_MB, cache_size: int = 50_000) -> None:
+        chess = _chess()
+        if path is None:
+            from superalign.assets import require
+
+            path = require("stockfish", "the chess engine wrapper")
+        self.path = str(path)
+        self.threads = _check_int("threads", threads, 1, 1024)
+        self.hash_mb = _check_int("hash_mb", hash_mb, 1, 1 << 20)
+        self._cache: OrderedDict[tuple, Any] = OrderedDict()
+        self._cache_size = _check_int("cache_size", cache_size, 0)
+        self.searches = 0  # number of engine searches actually run (cache misses)
+        try:
+            self._engine = chess.engine.SimpleEngine.popen_uci(self.path)
+        except (OSError, chess.engine.EngineError) as exc:
+            raise AssetMissingError(f"cannot start Stockfish at {self.path} ({exc}). "
+                                    "Fix: superalign assets install stockfish, or set STOCKFISH_PATH") from exc
+        try:
+            self._engine.configure({"Threads": self.threads, "Hash": self.hash_mb})
+        except Exception:
+            self._engine.quit()
+            self._engine = None
+            raise
+        self.version: str = str(self._engine.id.get("name", "unknown"))
+        _register_exit_hook()
+        _OPEN_ENGINES.add(self)
+
+    # ---- lifetime
+    def __enter__(self) -> "Stockfish":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the engine process (idempotent)."""
+        engine, self._engine = getattr(self, "_engine", None), None
+        if engine is not None:
+            try:
+                engine.quit()
+            except Exception:  # already dead: nothing to clean up
+                engine.close()
+
+    def __del__(self) -> None:  # a forgotten close() should not leave a process behind
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # ---- searches
+    def _remember(self, key: tuple, value: Any) -> Any:
+        if self._cache_size:
+            self._cache[key] = value
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return value
+
+    def _search(self, board: "chess.Board", depth: int, multipv: int,
+                root_moves: Sequence["chess.Move"] | None = None) -> dict[int, list[Candidate]]:
+        """One iterative-deepening search; the exact (non-bound) lines at every completed depth."""
+        chess = _chess()
+        if self._engine is None:
+            raise RuntimeError("this Stockfish wrapper is closed; open a new one (with Stockfish() as sf: ...)")
+        self.searches += 1
+        lines: dict[int, dict[int, Any]] = {}
+        # a fresh `game` object makes python-chess send ucinewgame, which clears Stockfish's hash:
+        # every search then starts from the same state, so results do not depend on call order
+        with self._engine.analysis(board, chess.engine.Limit(depth=depth), multipv=multipv, game=object(),
+                                   root_moves=list(root_moves) if root_moves is not None else None) as analysis:
+            for info in analysis:
+                if "score" not in info or "pv" not in info or not info["pv"] or "depth" not in info:
+                    continue
+                if info.get("lowerbound") or info.get("upperbound"):
+                    continue
+                lines.setdefault(int(info["depth"]), {})[int(info.get("multipv", 1))] = info
+        out: dict[int, list[Candidate]] = {}
+        for d in sorted(lines):
+            cands = []
+            for rank in sorted(lines[d]):
+                info = lines[d][rank]
+                score = info["score"].pov(board.turn)
+                move = info["pv"][0]
+                cands.append(Candidate(
+                    rank=rank, uci=move.uci(), san=board.san(move), cp=int(score.score(mate_score=MATE_CP)),
+                    mate=score.mate(), depth=d, pv=tuple(m.uci() for m in info["pv"]),
+                ))
+            out[d] = cands
+        return out
+
+    def analyse_by_depth(self, fen: str, depth: int, multipv: int = 1) -> dict[int, list[Candidate]]:
+        """Ranked candidates at every depth 1..``depth`` of one iterative-deepening search (cached).
+
+        Empty when the game is over in ``fen``. ``multipv`` larger than the number of legal moves
+        gives one candidate per legal move.
+        """
+        board = parse_fen(fen)
+        depth = _check_depth(depth)
+        multipv = _check_int("multipv", multipv, 1, 500, "ask for 1 to 500 candidate moves")
+        key = ("analyse", board.fen(), depth, multipv)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        result = {} if board.is_game_over(claim_draw=False) else self._search(board, depth, multipv)
+        return self._remember(key, result)
+
+    def analyse(self, fen: str, depth: int = 12, multipv: int = 1) -> list[Candidate]:
+        """The engine's ``multipv`` best moves at ``depth``, best first, with scores (centipawns, mover's view).
+
+        Empty when the game is over in ``fen``.
+        """
+        by_depth = self.analyse_by_depth(fen, depth, multipv)
+        return by_depth[max(by_depth)] if by_depth else []
+
+    def move_value(self, fen: str, move_uci: str, depth: int = 12) -> int:
+        """The gold reward of a move: the engine's evaluation after ``move_uci`` from the mover's view.
+
+        Computed by a ``depth`` search restricted to that root move (``searchmoves``), so values of
+        different moves in one position are on the same scale as :meth:`analyse`'s scores. Mates
+        map to ``±(MATE_CP - k)`` for a mate in ``k`` moves. Deterministic and cached.
+        """
+        board = parse_fen(fen)
+        move = parse_move(board, move_uci)
+        depth = _check_depth(depth)
+        key = ("value", board.fen(), move.uci(), depth)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        by_depth = self._search(board, depth, 1, root_moves=[move])
+        if not by_depth:  # cannot happen with a legal move, but never return a made-up number
+            raise RuntimeError(f"Stockfish returned no score for {move.uci()} in '{board.fen()}'")
+        return self._remember(key, by_depth[max(by_depth)][0].cp)
+
+    def move_values(self, fen: str, moves: Sequence[str] | None = None, depth: int = 12) -> dict[str, int]:
+        """:meth:`move_value` for several moves of one position (all legal moves when ``moves`` is None)."""
+        board = parse_fen(fen)
+        if moves is None:
+            moves = sorted(m.uci() for m in board.legal_moves)
+        return {parse_move(board, m, "moves").uci(): self.move_value(fen, m, depth) for m in moves}
+
+
+# --------------------------------------------------------------------------------------------------
+# positions
+
+
+def iter_positions(seed: int = 0, min_ply: int = 8, max_ply: int = 40, *,
+                   max_failures: int = 10_000) -> Iterator[str]:
+    """An endless stream of distinct FENs from seeded random legal playouts from the initial position.
+
+    Each playout draws its length uniformly from ``min_ply..max_ply`` and a uniformly random legal
+    move at each ply (moves sorted by UCI, so the stream depends on ``seed`` alone). Playouts that
+    end the game (mate, stalemate, insufficient material, 75-move or fivefold rule) before or at
+    their last ply are skipped, and so are positions already produced (compared without move counters).
+    """
+    chess = _chess()
+    seed = _check_int("seed", seed, 0)
+    min_ply = _check_int("min_ply", min_ply, 0)
+    max_ply = _check_int("max_ply", max_ply, 0)
+    if max_ply < min_ply:
+        raise ConfigError("max_ply", f"is {max_ply}, below min_ply={min_ply}", "make max_ply >= min_ply")
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    failures = 0
+    while True:
+        board = chess.Board()
+        plies = rng.randint(min_ply, max_ply)
+        for _ in range(plies):
+            if board.is_game_over():
+                break
+            board.push(rng.choice(sorted(board.legal_moves, key=lambda m: m.uci())))
+        key = board.epd()
+        if board.is_game_over() or key in seen:
+            failures += 1
+            if failures > max_failures:
+                raise DataError("min_ply/max_ply", f"random playouts of {min_ply}..{max_ply} plies gave no new "
+                                f"position in {max_failures} tries ({len(seen)} found)",
+                                "widen the ply range (e.g. min_ply=8, max_ply=40)")
+            continue
+        failures = 0
+        seen.add(key)
+        yield board.fen()
+
+
+def random_positions(n: int, seed: int = 0, min_ply: int = 8, max_ply: int = 40) -> list[str]:
+    """``n`` distinct FENs from seeded random playouts (see :func:`iter_positions`); same seed, same list."""
+    n = _check_int("n", n, 0)
+    it = iter_positions(seed, min_ply, max_ply)
+    return [next(it) for _ in range(n)]
+
+
+# --------------------------------------------------------------------------------------------------
+# puzzles
+
+
+@dataclass
+class Puzzle:
+    """A position whose best move at ``depth`` beats the runner-up by ``gap_cp``.
+
+    ``depth_needed`` is the smallest search depth from which Stockfish's best move equals the final
+    one at every deeper iteration (1 = obvious, ``depth`` = found only at the last iteration).
+    ``best_by_depth[d-1]`` is the best move (UCI) after iteration ``d``.
+    """
+
+    fen: str
+    depth: int
+    best_uci: str
+    best_san: str
+    best_cp: int
+    second_uci: str
+    second_san: str
+    second_cp: int
+    gap_cp: int
+    depth_needed: int
+    best_by_depth: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> "Puzzle":
+        return cls(**{k: row[k] for k in cls.__dataclass_fields__})
+
+
+def depth_needed(best_by_depth: dict[int, str]) -> int:
+    """Smallest depth ``d`` such that the best move at every depth ``>= d`` equals the final best move."""
+    if not best_by_depth:
+        raise DataError("best_by_depth", "is empty", "analyse the position before asking for the depth needed")
+    depths = sorted(best_by_depth)
+    final = best_by_depth[depths[-1]]
+    needed = depths[-1]
+    for d in reversed(depths):
+        if best_by_depth[d] != final:
+            break
+        needed = d
+    return needed
+
+
+def make_puzzle(engine: Stockfish, fen: str, depth: int = 12, min_gap_cp: int = 100) -> Puzzle | None:
+    """The puzzle of ``fen`` at ``depth``, or None when the best move is not ``min_gap_cp`` better than the second.
+
+    Positions with fewer than two legal moves (or a finished game) give None: there is nothing to choose.
+    """
+    board = parse_fen(fen)
+    depth = _check_depth(depth)
+    min_gap_cp = _check_int("min_gap_cp", min_gap_cp, 0, hint="use a centipawn gap >= 0 (100 = one pawn)")
+    if board.legal_moves.count() < 2:
+        return None
+    by_depth = engine.analyse_by_depth(board.fen(), depth, multipv=2)
+    if not by_depth:
+        return None
+    final = by_depth[max(by_depth)]
+    if len(final) < 2:
+        return None
+    best, second = final[0], final[1]
+    gap = best.cp - second.cp
+    if gap < min_gap_cp:
+        return None
+    best_at = {d: c[0].uci for d, c in by_depth.items() if c}
+    return Puzzle(
+        fen=board.fen(), depth=max(by_depth), best_uci=best.uci, best_san=best.san, best_cp=best.cp,
+        second_uci=second.uci, second_san=second.san, second_cp=second.cp, gap_cp=gap,
+        depth_needed=depth_needed(best_at), best_by_depth=[best_at[d] for d in sorted(best_at)],
+    )
+
+
+def generate_puzzles(n: int, seed: int = 0, depth: int = 12, min_gap_cp: int = 100, *,
+                     min_ply: int = 8, max_ply: int = 40, min_depth_needed: int = 1,
+                     engine: Stockfish | None = None, max_positions: int | None = None) -> list[Puzzle]:
+    """The first ``n`` puzzles (see :func:`make_puzzle`) in the seeded position stream of :func:`iter_positions`.
+
+    Deterministic: the same arguments give the same puzzles on every run. Opens (and closes) its
+    own engine unless ``engine`` is given. ``min_depth_needed`` > 1 keeps only puzzles the engine
+    needs that deep a search for (random playouts leave many pieces hanging, so most puzzles are
+    found at depth 1; raising it costs proportionally more searches). Looks at most
+    ``max_positions`` positions (default ``50 * n + 100``) before raising a :class:`DataError`.
+    """
+    n = _check_int("n", n, 0)
+    depth = _check_depth(depth)
+    min_depth_needed = _check_int("min_depth_needed", min_depth_needed, 1, depth,
+                                  f"use a depth between 1 and depth={depth}")
+    limit = 50 * n + 100 if max_positions is None else _check_int("max_positions", max_positions, 1)
+    if engine is None:
+        with Stockfish() as sf:
+            return generate_puzzles(n, seed, depth, min_gap_cp, min_ply=min_ply, max_ply=max_ply,
+                                    min_depth_needed=min_depth_needed, engine=sf, max_positions=max_positions)
+    puzzles: list[Puzzle] = []
+    looked = 0
+    for fen in iter_positions(seed, min_ply, max_ply):
+        if len(puzzles) >= n:
+            break
+        if looked >= limit:
+            raise DataError("min_gap_cp", f"only {len(puzzles)} of {n} positions had a best move {min_gap_cp} cp "
+                            f"clear of the second (found at depth >= {min_depth_needed}) after {looked} positions",
+                            "lower min_gap_cp or min_depth_needed, ask for fewer puzzles, or raise max_positions")
+        looked += 1
+        puzzle = make_puzzle(engine, fen, depth, min_gap_cp)
+        if puzzle is not None and puzzle.depth_needed >= min_depth_needed:
+            puzzles.append(puzzle)
+    return puzzles
+
+
+# --------------------------------------------------------------------------------------------------
+# the W2S task
+
+
+def _cache_dir() -> Path:
+    from superalign.store.store import superalign_home
+
+    return superalign_home() / "data" / "chess"
+
+
+def _options_key(options: dict[str, Any]) -> str:
+    from superalign.store.store import canonical_json
+
+    return hashlib.sha256(canonical_json(options).encode()).hexdigest()[:20]
+
+
+def write_jsonl_atomic(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
+    """Write ``rows`` as JSON lines to ``path`` through a temp file and ``os.replace`` (readers never see half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file (blank lines skipped); a :class:`DataError` names the bad line."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{i}", f"is not valid JSON ({exc.msg})",
+                                    "delete the file so it is regenerated, or fix that line") from None
+    return rows
+
+
+CANDIDATE_TEXT = "Position (FEN): {fen}\nCandidate move: {san}"
+BEST_MOVE_PROMPT = ("{text}\nIs the candidate move the best move for the side to move "
+                    "(as a strong chess engine would play)? Answer:")
+
+
+def best_move_rows(puzzles: Sequence[Puzzle], seed: int = 0, negative: str = "random") -> list[dict[str, Any]]:
+    """One row per puzzle: the engine's best move (label 1) or a legal non-best move (label 0).
+
+    Labels alternate in randomly ordered pairs, so every even-length prefix is exactly balanced.
+    ``negative="random"`` draws the non-best move uniformly from the other legal moves;
+    ``"second"`` uses the engine's runner-up (a harder negative). Every non-best move is at least the
+    puzzle's ``gap_cp`` worse than the best move, so no label is ambiguous.
+    """
+    chess = _chess()
+    if negative not in ("random", "second"):
+        raise ConfigError("negative", f"is {negative!r}", "use 'random' (any legal non-best move) or 'second' (the runner-up)")
+    rng = random.Random(seed)
+    rows = []
+    for i, p in enumerate(puzzles):
+        if i % 2 == 0:
+            first_is_best = rng.random() < 0.5
+        label = int(first_is_best if i % 2 == 0 else not first_is_best)
+        board = chess.Board(p.fen)
+        if label:
+            uci = p.best_uci
+        elif negative == "second":
+            uci = p.second_uci
+        else:
+            others = sorted(m.uci() for m in board.legal_moves if m.uci() != p.best_uci)
+            uci = random.Random(f"chess-negative:{seed}:{p.fen}").choice(others)
+        san = board.san(chess.Move.from_uci(uci))
+        rows.append({
+            "text": CANDIDATE_TEXT.format(fen=p.fen, san=san), "label": label, "fen": p.fen,
+            "candidate_uci": uci, "candidate_san": san, "difficulty": p.depth_needed,
+            "best_uci": p.best_uci, "best_san": p.best_san, "best_cp": p.best_cp,
+            "second_uci": p.second_uci, "second_cp": p.second_cp, "gap_cp": p.gap_cp, "depth": p.depth,
+        })
+    return rows
+
+
+def best_move_task_rows(n_positions: int = 200, seed: int = 0, depth: int = 12, min_gap_cp: int = 100,
+                        min_ply: int = 8, max_ply: int = 40, negative: str = "random", min_depth_needed: int = 1,
+                        cache: bool = True) -> tuple[list[dict[str, Any]], Path | None]:
+    """The rows of ``chess_best_move`` for an option set, generated once and cached as JSONL.
+
+    The cache file is ``superalign_home()/data/chess/chess_best_move-<hash>.jsonl`` where the hash
+    covers the options, the Stockfish version, its settings and the generator version. Returns the
+    rows and the cache path (None when ``cache=False``).
+    """
+    n_positions = _check_int("n_positions", n_positions, 2, hint="ask for at least 2 positions (one per class)")
+    depth = _check_depth(depth)
+    seed = _check_int("seed", seed, 0)
+    min_gap_cp = _check_int("min_gap_cp", min_gap_cp, 0, hint="use a centipawn gap >= 0 (100 = one pawn)")
+    with Stockfish() as sf:
+        options = {
+            "task": "chess_best_move", "generator": GENERATOR_VERSION, "n_positions": n_positions,
+            "seed": int(seed), "depth": depth, "min_gap_cp": int(min_gap_cp), "min_ply": int(min_ply),
+            "max_ply": int(max_ply), "negative": negative, "min_depth_needed": int(min_depth_needed),
+            "stockfish": sf.version,
+            "threads": sf.threads, "hash_mb": sf.hash_mb,
+        }
+        path = _cache_dir() / f"chess_best_move-{_options_key(options)}.jsonl" if cache else None
+        if path is not None and path.exists():
+            rows = read_jsonl(path)
+            if len(rows) == n_positions:
+                return rows, path
+        if negative not in ("random", "second"):  # fail before the slow part
+            best_move_rows([], seed, negative)
+        puzzles = generate_puzzles(n_positions, seed, depth, min_gap_cp, min_ply=min_ply, max_ply=max_ply,
+                                   min_depth_needed=min_depth_needed, engine=sf)
+    rows = best_move_rows(puzzles, seed, negative)
+    if path is not None:
+        write_jsonl_atomic(path, rows)
+    return rows, path
+
+
+@register_task(
+    "chess_best_move",
+    description="Is the candidate move Stockfish's best move in this position? Random-playout positions "
+                "where the best move is clearly better than the second (exact ground truth from Stockfish 15.1)",
+    source="Debian stockfish + PyPI chess", asset="stockfish", difficulty="search depth needed",
+)
+def chess_best_move(n_positions: int = 200, seed: int = 0, depth: int = 12, min_gap_cp: int = 100,
+                    min_ply: int = 8, max_ply: int = 40, negative: str = "random", min_depth_needed: int = 1,
+                    position_seed: int | None = None) -> TaskData:
+    """The binary task: label 1 if ``Candidate move`` is the engine's best move at ``depth``, else 0.
+
+    Options: ``n_positions`` rows (one per position, classes balanced), ``depth`` of the engine search,
+    ``min_gap_cp`` by which the best move must beat the second, the playout length ``min_ply..max_ply``,
+    ``negative`` ("random" legal non-best move or the engine's "second" best), ``min_depth_needed``
+    (keep only positions at least that hard). Rows are generated once per option set and cached in
+    ``superalign_home()/data/chess/``.
+
+    ``difficulty`` is the search depth Stockfish needs to settle on the best move. ``load_task``
+    keeps its own ``seed`` (for subsampling), so through it pass ``position_seed=`` to choose the
+    positions; calling this function directly, ``seed`` works too (``position_seed`` wins if given).
+    """
+    seed = seed if position_seed is None else position_seed
+    rows, _ = best_move_task_rows(n_positions, seed, depth, min_gap_cp, min_ply, max_ply, negative, min_depth_needed)
+    return TaskData(
+        name="chess_best_move",
+        texts=[r["text"] for r in rows],
+        labels=np.array([r["label"] for r in rows], dtype=np.int64),
+        label_names=["not best", "best"],
+        difficulty=np.array([r["difficulty"] for r in rows], dtype=float),
+        prompt=BEST_MOVE_PROMPT,
+        verbalizers=[" No", " Yes"],
+        description=f"chess best move (Stockfish depth {depth}, gap >= {min_gap_cp} cp, seed {seed})",
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# preference pairs
+
+
+def describe_position(board: "chess.Board") -> str:
+    """The position in words: side to move, every piece by square, castling rights, en passant."""
+    chess = _chess()
+    lines = [f"{'White' if board.turn == chess.WHITE else 'Black'} to move."]
+    for color, name in ((chess.WHITE, "White"), (chess.BLACK, "Black")):
+        parts = []
+        for ptype in (chess.KING, chess.QUEEN, chess.ROOK, chess.BISHOP, chess.KNIGHT, chess.PAWN):
+            squares = [chess.square_name(s) for s in sorted(board.pieces(ptype, color))]
+            if squares:
+                label = PIECE_NAMES[ptype] + ("s" if len(squares) > 1 else "")
+                parts.append(f"{label} on {', '.join(squares)}")
+        lines.append(f"{name}: {'; '.join(parts)}.")
+    rights = []
+    for color, name in ((chess.WHITE, "White"), (chess.BLACK, "Black")):
+        sides = [s for s, ok in (("kingside", board.has_kingside_castling_rights(color)),
+                                 ("queenside", board.has_queenside_castling_rights(color))) if ok]
+        if sides:
+            rights.append(f"{name} may still castle {' and '.join(sides)}")
+    if rights:
+        lines.append("; ".join(rights) + ".")
+    if board.ep_square is not None and board.has_legal_en_passant():
+        lines.append(f"En passant capture is possible on {chess.square_name(board.ep_square)}.")
+    return "\n".join(lines)
+
+
+def move_prompt(fen: str) -> str:
+    """The prompt of a preference pair: the position in words and as FEN, asking for the best move (in SAN)."""
+    board = parse_fen(fen)
+    side = "White" if board.turn else "Black"
+    return (f"{describe_position(board)}\nFEN: {board.fen()}\n"
+            f"What is the best move for {side}? Answer with one move in standard algebraic notation (SAN).\n")
+
+
+PAIR_COLUMNS = ("prompt", "chosen", "rejected", "margin_cp", "fen")
+
+
+def move_preference_pairs(n: int, seed: int = 0, depth: int = 12, *, min_margin_cp: int = 50,
+                          p_best: float = 0.5, min_ply: int = 8, max_ply: int = 40,
+                          engine: Stockfish | None = None) -> list[dict[str, Any]]:
+    """``n`` preference pairs over random-playout positions, preferred by Stockfish's gold reward.
+
+    Each row has TRL's ``prompt``/``chosen``/``rejected`` (moves in SAN; ``chosen`` has the higher
+    :meth:`Stockfish.move_value` at ``depth``), ``margin_cp`` (chosen value minus rejected value, at
+    least ``min_margin_cp``; mates count ``MATE_CP``) and ``fen``, plus the moves in UCI and both values.
+    With probability ``p_best`` one of the two moves is the engine's best move, otherwise both are
+    random legal moves. Deterministic in ``seed``.
+    """
+    n = _check_int("n", n, 0)
+    depth = _check_depth(depth)
+    min_margin_cp = _check_int("min_margin_cp", min_margin_cp, 1, hint="use a margin >= 1 cp so the preference is strict")
+    if not 0.0 <= float(p_best) <= 1.0:
+        raise ConfigError("p_best", f"is {p_best!r}", "use a probability between 0 and 1")
+    if engine is None:
+        with Stockfish() as sf:
+            return move_preference_pairs(n, seed, depth, min_margin_cp=min_margin_cp, p_best=p_best,
+                                         min_ply=min_ply, max_ply=max_ply, engine=sf)
+    chess = _chess()
+    rng = random.Random(f"chess-pairs:{seed}")
+    rows: list[dict[str, Any]] = []
+    looked, limit = 0, 50 * n + 100
+    for fen in iter_positions(seed, min_ply, max_ply):
+        if len(rows) >= n:
+            break
+        if looked >= limit:
+            raise DataError("min_margin_cp", f"only {len(rows)} of {n} pairs had a margin >= {min_margin_cp} cp "
+                            f"after {looked} positions", "lower min_margin_cp or ask for fewer pairs")
+        looked += 1
+        board = chess.Board(fen)
+        legal = sorted(m.uci() for m in board.legal_moves)
+        if len(legal) < 2:
+            continue
+        if rng.random() < p_best:
+            best = engine.analyse(fen, depth, 1)[0].uci
+            a, b = best, rng.choice([m for m in legal if m != best])
+        else:
+            a, b = rng.sample(legal, 2)
+        va, vb = engine.move_value(fen, a, depth), engine.move_value(fen, b, depth)
+        if abs(va - vb) < min_margin_cp:
+            continue
+        (cu, cv), (ru, rv) = ((a, va), (b, vb)) if va > vb else ((b, vb), (a, va))
+        rows.append({
+            "prompt": move_prompt(fen), "chosen": board.san(chess.Move.from_uci(cu)),
+            "rejected": board.san(chess.Move.from_uci(ru)), "margin_cp": cv - rv, "fen": fen,
+            "chosen_uci": cu, "rejected_uci": ru, "chosen_cp": cv, "rejected_cp": rv, "depth": depth,
+        })
+    return rows
+
+
+def save_pairs(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Write preference rows as JSONL (atomically); ``datasets.load_dataset("json", data_files=path)`` reads them."""
+    _validate_pairs(rows, str(path))
+    return write_jsonl_atomic(Path(path), rows)
+
+
+def load_pairs(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read preference rows written by :func:`save_pairs`, checking the ``prompt/chosen/rejected`` columns."""
+    rows = read_jsonl(path)
+    _validate_pairs(rows, str(path))
+    return rows
+
+
+def pairs_dataset(rows: Sequence[dict[str, Any]]):  # -> datasets.Dataset
+    """The rows as a Hugging Face ``datasets.Dataset`` (TRL's standard preference format)."""
+    from datasets import Dataset
+
+    _validate_pairs(rows, "pairs")
+    return Dataset.from_list(list(rows))
+
+
+def _validate_pairs(rows: Sequence[dict[str, Any]], where: str) -> None:
+    if not rows:
+        raise DataError(where, "has no preference rows", "generate pairs with move_preference_pairs(n > 0)")
+    for i, row in enumerate(rows):
+        missing = [c for c in PAIR_COLUMNS if c not in row]
+        if missing:
+            raise DataError(f"{where} row {i}", f"lacks column(s) {', '.join(missing)}",
+                            f"give every row the columns {', '.join(PAIR_COLUMNS)}")
+        if row["chosen"] == row["rejected"]:
+            raise DataError(f"{where} row {i}.rejected", "equals chosen", "pair two different moves")
+
+
+__all__ = [
+    "MATE_CP", "Candidate", "Stockfish", "Puzzle", "parse_fen", "parse_move", "iter_positions", "random_positions",
+    "depth_needed", "make_puzzle", "generate_puzzles", "best_move_rows", "best_move_task_rows", "chess_best_move",
+    "describe_position", "move_prompt", "move_preference_pairs", "save_pairs", "load_pairs", "pairs_dataset",
+    "read_jsonl", "write_jsonl_atomic",
+]
