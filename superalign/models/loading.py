@@ -145,7 +145,14 @@ def byte_tokenizer():
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+    fast.chat_template = TINY_CHAT_TEMPLATE
+    return fast
+
+
+# A minimal chat template for the random-initialised test models (real chat models bring their own).
+TINY_CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}</s>\n{% endfor %}"
+                      "{% if add_generation_prompt %}assistant: {% endif %}")
 
 
 def load_tokenizer(name: str, *, trust_remote_code: bool = False):

@@ -55,15 +55,15 @@ register_model(ModelSpec(
 register_model(ModelSpec(
     name="tiny-bert", hf_id="", params_m=0.2, arch="encoder", family="bert", random_init=True,
     config={"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-            "intermediate_size": 64, "max_position_embeddings": 256}))
+            "intermediate_size": 64, "max_position_embeddings": 1024}))
 register_model(ModelSpec(
     name="tiny-llama", hf_id="", params_m=0.3, arch="decoder", family="llama", random_init=True,
     config={"model_type": "llama", "hidden_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "num_key_value_heads": 2, "intermediate_size": 96, "max_position_embeddings": 256}))
+            "num_key_value_heads": 2, "intermediate_size": 96, "max_position_embeddings": 4096}))
 register_model(ModelSpec(
     name="tiny-llama-wide", hf_id="", params_m=0.9, arch="decoder", family="llama", random_init=True,
     config={"model_type": "llama", "hidden_size": 96, "num_hidden_layers": 3, "num_attention_heads": 4,
-            "num_key_value_heads": 2, "intermediate_size": 192, "max_position_embeddings": 256}))
+            "num_key_value_heads": 2, "intermediate_size": 192, "max_position_embeddings": 4096}))
 
 
 def list_models() -> list[ModelSpec]:

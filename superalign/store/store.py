@@ -136,6 +136,9 @@ class Store:
         final = self.path(kind, key)
         if self.has(kind, key):
             return self._cached(kind, key, label)
+        rank, world = _distributed()
+        if world > 1:
+            return self._run_collective(kind, key, inputs, compute, label, rank)
         with self.lock(kind, key):
             if self.has(kind, key):  # another process finished it while we waited
                 return self._cached(kind, key, label)
@@ -168,6 +171,29 @@ class Store:
         log.info("stage %-28s [%s] computed in %.1fs", label, key[:8], seconds)
         return Stage(kind, key, final, False, meta)
 
+    def _run_collective(self, kind: str, key: str, inputs: Mapping[str, Any], compute, label: str, rank: int) -> Stage:
+        """Under torch.distributed every rank computes together (collectives inside ``compute``
+        need all of them); rank 0 publishes the result, the others wait at a barrier and read it."""
+        import torch.distributed as dist
+
+        tmp = self.root / kind / f".tmp-{key}-rank{rank}-{uuid.uuid4().hex[:6]}"
+        tmp.mkdir(parents=True)
+        start = time.perf_counter()
+        try:
+            result = compute(tmp) or {}
+            if rank == 0:
+                meta = {"kind": kind, "key": key, "label": label, "inputs": json.loads(canonical_json(inputs)),
+                        "result": json.loads(canonical_json(result)), "seconds": round(time.perf_counter() - start, 3),
+                        "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                write_json_atomic(tmp / META, meta)
+                if not self.has(kind, key):
+                    os.replace(tmp, self.path(kind, key))
+        finally:
+            dist.barrier()
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.events.append(StageEvent(kind, key, label, False, time.perf_counter() - start))
+        return Stage(kind, key, self.path(kind, key), False, self.load(kind, key).meta)
+
     def _cached(self, kind: str, key: str, label: str) -> Stage:
         stage = self.load(kind, key)
         self.events.append(StageEvent(kind, key, label, True, 0.0))
@@ -186,6 +212,17 @@ class Store:
         if detail and computed:
             text += " (" + ", ".join(e.label for e in computed) + ")"
         return text
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) when running under an initialised torch.distributed group, else (0, 1)."""
+    try:
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover
+        return 0, 1
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

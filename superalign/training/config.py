@@ -43,11 +43,21 @@ class TrainConfig(BaseModel):
     eval_every: int | None = Field(None, ge=1, description="evaluate on val every N steps (default: each epoch)")
     patience: int | None = Field(None, ge=1, description="stop after N evaluations without improvement")
     checkpoint_every: int = Field(50, ge=1, description="in-stage checkpoint interval (steps) for fine-tuning")
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "no", description="autocast precision on GPU; auto = bf16 where supported. Measured on an H100 "
+                          "(benchmarks/results/gpu_h100.json), bf16 autocast slowed 135M-360M models down")
     features_batch_size: int = Field(32, ge=1)
 
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.regime]
+
+    def precision(self) -> str:
+        """The mixed-precision mode for accelerate, resolving 'auto' on this machine."""
+        if self.mixed_precision != "auto":
+            return self.mixed_precision
+        import torch
+
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
 
     def uses_features(self) -> bool:
         return self.regime == "probe"

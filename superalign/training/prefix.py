@@ -35,14 +35,16 @@ class PrefixStates:
 
 @torch.inference_mode()
 def compute_prefix_states(backbone: nn.Module, encoded: Encoded, pad_id: int, start: int, batch_size: int = 32,
-                          desc: str = "prefix states") -> PrefixStates:
+                          desc: str = "prefix states", device: torch.device | str | None = None) -> PrefixStates:
     """Hidden states at the input of block ``start`` for every example (right-padded batches)."""
+    device = device or next(backbone.parameters()).device
     lengths = encoded.lengths()
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     flat: np.ndarray | None = None
     for idx in tqdm(list(length_batches(lengths, batch_size)), desc=desc, leave=False):
         ids, mask = collate([encoded.ids[i] for i in idx], pad_id)
-        hidden = backbone(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[start]
+        hidden = backbone(input_ids=ids.to(device), attention_mask=mask.to(device),
+                          output_hidden_states=True).hidden_states[start].cpu()
         if flat is None:
             flat = np.zeros((int(offsets[-1]), hidden.shape[-1]), dtype=np.float32)
         for row, i in enumerate(idx):
@@ -122,7 +124,8 @@ def check_equivalence(reference: Classifier, prefixed: PrefixClassifier, batcher
 
     Raises when it exceeds ``atol`` (an architecture whose blocks do not fit the stubs).
     """
-    ids, mask, states = batcher.inputs(idx)
+    dev = next(reference.parameters()).device
+    ids, mask, states = (t.to(dev) for t in batcher.inputs(idx))
     was = reference.training, prefixed.training
     reference.eval()
     prefixed.eval()

@@ -19,7 +19,7 @@ import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -123,8 +123,13 @@ def fit(
     checkpoint_dir: Path | None = None,
     desc: str = "train",
     accelerator=None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> FitResult:
-    """Train ``module``'s parameters that require grad on ``targets`` (N, K) for ``train_idx``."""
+    """Train ``module``'s parameters that require grad on ``targets`` (N, K) for ``train_idx``.
+
+    ``loss_fn(logits, targets)`` replaces the cross-entropy/``logconf`` objective of ``loss`` (the
+    preference model passes its Bradley-Terry loss this way).
+    """
     from accelerate import Accelerator
 
     loss = loss or LossConfig()
@@ -133,7 +138,12 @@ def fit(
     if early_stopping == "weak" and val is not None and val.weak is None:
         raise TrainingError("early_stopping", "'weak' needs weak labels on the validation split", "use 'oracle' or 'none'")
     targets_t = torch.as_tensor(np.asarray(targets), dtype=torch.float32)
-    accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    # Accelerate's state is process-wide and fixes mixed precision at its first creation, so the
+    # accelerator only places devices and wraps data parallelism; autocast is applied per fit().
+    accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    precision = cfg.precision()
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    scaler = torch.amp.GradScaler(enabled=precision == "fp16" and accelerator.device.type == "cuda")
     torch.manual_seed(seed)
 
     params = [p for p in module.parameters() if p.requires_grad]
@@ -142,7 +152,10 @@ def fit(
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate(), weight_decay=cfg.weight_decay)
     lengths = batcher.lengths()
     lengths_train = lengths[train_idx] if lengths is not None else None
-    steps_per_epoch = math.ceil(math.ceil(len(train_idx) / cfg.batch_size) / cfg.grad_accum)
+    n_batches = math.ceil(len(train_idx) / cfg.batch_size)
+    if accelerator.num_processes > 1:
+        n_batches //= accelerator.num_processes
+    steps_per_epoch = math.ceil(n_batches / cfg.grad_accum)
     total = steps_per_epoch * cfg.epochs
     warm = int(cfg.warmup_frac * total)
 
@@ -188,16 +201,22 @@ def fit(
     bar = tqdm(total=total, initial=state.step, desc=desc, unit="step", leave=False)
     for epoch in range(state.epoch, cfg.epochs):
         batches = epoch_batches(len(train_idx), cfg.batch_size, seed, epoch, lengths_train)
+        if accelerator.num_processes > 1:  # data parallel: each process takes its share of the batches
+            usable = len(batches) - len(batches) % accelerator.num_processes
+            batches = batches[accelerator.process_index:usable:accelerator.num_processes]
         module.train()
         for b, pos in enumerate(batches):
             if b < state.batch_in_epoch:  # resumed mid-epoch: these batches are done
                 continue
             idx = train_idx[pos]
             inputs = [t.to(accelerator.device) for t in batcher.inputs(idx)]
-            with accelerator.autocast():
+            with torch.autocast(accelerator.device.type, dtype=autocast_dtype or torch.float32,
+                                enabled=autocast_dtype is not None):
                 logits = module(*inputs)
             tgt = targets_t[torch.as_tensor(pos)].to(logits.device)
-            if loss.name == "logconf":
+            if loss_fn is not None:
+                value = loss_fn(logits, tgt)
+            elif loss.name == "logconf":
                 w = aux_weight_at(state.step, total, loss.aux_weight, loss.aux_warmup)
                 value = logconf_loss(logits, tgt, w)
             else:
@@ -207,11 +226,12 @@ def fit(
                     "lr", f"loss became {value.item()} at step {state.step} of '{desc}'",
                     f"lower the learning rate (now {cfg.learning_rate():g}) or use mixed_precision: no",
                 )
-            accelerator.backward(value / cfg.grad_accum)
+            accelerator.backward(scaler.scale(value / cfg.grad_accum))
             state.losses.append(float(value.detach()))
             state.batch_in_epoch = b + 1
             if (b + 1) % cfg.grad_accum == 0 or b + 1 == len(batches):
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 state.step += 1

@@ -6,11 +6,10 @@ import functools
 from pathlib import Path
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
 from superalign.data.task import TaskData
 from superalign.models.loading import load_causal_lm, model_identity
+from superalign.models.scoring import verbalizer_logprobs
 from superalign.store.store import Store
 from superalign.w2s.config import PromptingConfig
 from superalign.w2s.stages import idx_hash, load_array, save_array
@@ -34,51 +33,6 @@ def build_prompts(task: TaskData, test: np.ndarray, demos: np.ndarray) -> list[s
 @functools.lru_cache(maxsize=2)
 def _lm(name: str):
     return load_causal_lm(name)
-
-
-@torch.inference_mode()
-def verbalizer_logprobs(model, tok, prompts: list[str], verbalizers: list[str], *, max_length: int,
-                        batch_size: int, desc: str = "prompting") -> np.ndarray:
-    """(n, K) log-probabilities of each verbalizer continuing each prompt.
-
-    Single-token verbalizers take one forward pass per prompt (only the last position's logits);
-    multi-token ones take one pass per (prompt, verbalizer) and sum their token log-probabilities.
-    """
-    option_ids = [tok(v, add_special_tokens=False)["input_ids"] for v in verbalizers]
-    single = all(len(o) == 1 for o in option_ids) and len({o[0] for o in option_ids}) == len(option_ids)
-    enc = tok(prompts, add_special_tokens=True)["input_ids"]
-    out = np.zeros((len(prompts), len(verbalizers)), dtype=np.float64)
-    order = np.argsort([len(e) for e in enc])
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    for start in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
-        rows = order[start : start + batch_size]
-        if single:
-            seqs = [enc[i][-max_length:] for i in rows]
-            logits = _forward_last(model, seqs, pad, keep=1)[:, -1]
-            logp = torch.log_softmax(logits.float(), -1)
-            out[rows] = logp[:, [o[0] for o in option_ids]].cpu().numpy()
-        else:
-            for k, opt in enumerate(option_ids):
-                seqs = [(enc[i] + opt)[-max_length:] for i in rows]
-                logits = _forward_last(model, seqs, pad, keep=len(opt) + 1)
-                logp = torch.log_softmax(logits[:, :-1].float(), -1)
-                target = torch.tensor(opt).expand(len(rows), -1)
-                out[rows, k] = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).sum(-1).cpu().numpy()
-    return out
-
-
-def _forward_last(model, seqs: list[list[int]], pad: int, keep: int) -> torch.Tensor:
-    """Left-padded forward pass returning logits of the last ``keep`` positions."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s):] = torch.tensor(s)
-        mask[i, width - len(s):] = 1
-    position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
-    device = next(model.parameters()).device
-    return model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=position_ids.to(device),
-                 logits_to_keep=keep, use_cache=False).logits
 
 
 def score_prompting(store: Store, task: TaskData, cfg: PromptingConfig, test: np.ndarray, pool: np.ndarray,

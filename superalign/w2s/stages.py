@@ -120,7 +120,7 @@ class Stages:
             pooling = resolve_pooling(cfg.pooling, info.arch)
             feats = extract_features(backbone, tok, self.task.inputs(), pooling=pooling, layers=[cfg.layer],
                                      max_length=cfg.max_length, batch_size=cfg.features_batch_size,
-                                     desc=f"features {cfg.model}")[cfg.layer]
+                                     desc=f"features {cfg.model}", device=self.device)[cfg.layer]
             save_array(tmp / "features.npy", feats)
             return {"shape": list(feats.shape), "pooling": pooling}
 
@@ -180,8 +180,12 @@ class Stages:
         stage = self.store.run("train", inputs, compute, label=label)
         return Trained(stage, {k: load_array(stage.file(f"probs_{k}.npy")) for k in predict_on})
 
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
     def _module(self, cfg: ModelConfig, train_cfg: TrainConfig, labels: Labels, seed: int):
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = self.device
         if train_cfg.uses_features():
             feats = torch.from_numpy(self.features(cfg))
             head = probe_head(feats[torch.as_tensor(labels.idx)], self.task.num_classes)
@@ -198,7 +202,8 @@ class Stages:
                 states = self.prefix(cfg, start)
                 module = PrefixClassifier(clf, start)
                 batcher = PrefixBatcher(encoded, tok.pad_token_id, states)
-                reference = Classifier(backbone, self.task.num_classes, pooling=clf.pooling)
+                reference = Classifier(backbone, self.task.num_classes, pooling=clf.pooling).to(device)
+                module.to(device)
                 check_equivalence(reference, module, batcher, labels.idx[:4])
         module.to(device)
         return module, batcher, device, info
@@ -222,7 +227,7 @@ class Stages:
                 raise ConfigError("prefix_cache", f"the cached states would take {need / 2**30:.1f} GiB",
                                   "set prefix_cache: false, lower max_length, or use fewer examples (max_examples)")
             states = compute_prefix_states(backbone, encoded, tok.pad_token_id, start, cfg.features_batch_size,
-                                           desc=f"prefix states {cfg.model}")
+                                           desc=f"prefix states {cfg.model}", device=self.device)
             save_array(tmp / "flat.npy", states.flat)
             save_array(tmp / "offsets.npy", states.offsets)
             return {"tokens": int(states.offsets[-1]), "dim": int(states.flat.shape[1])}

@@ -1,0 +1,109 @@
+"""The RLAIF chain end to end on tiny random-initialised models (seconds), cached and resumable."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from superalign.errors import ConfigError
+from superalign.rlaif import RLAIFConfig, run_rlaif
+from superalign.rlaif.pipeline import load_prompt_set, split_prompts
+from superalign.store import Store
+
+TINY = {
+    "policy": "tiny-llama", "feedback": {"model": "tiny-llama", "n_principles": 2},
+    "pm": {"model": "tiny-llama", "epochs": 5},
+    "generation": {"max_new_tokens": 10, "batch_size": 16},
+    "slcai": {"n_prompts": 6, "sft_epochs": 1},
+    "preferences": {"n_prompts": 12},
+    "pmp": {"n_questions": 30, "sizes": [4, 8], "seeds": [0], "epochs": 3},
+    "best_of_n": {"ns": [1, 2, 4], "n_prompts": 4},
+    "rl": {"steps": 2, "max_completion_length": 8},
+    "eval": {"n_prompts": 4, "n_boot": 200},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rlaif")
+    pytest.importorskip("trl")
+    cfg = RLAIFConfig.parse(dict(TINY, pmp={"enabled": False}))
+    res = run_rlaif(cfg, out_dir=root / "run", store=Store(root / "store"))
+    return cfg, res, root
+
+
+def test_chain_runs_and_reports_every_stage(tiny_run):
+    cfg, res, root = tiny_run
+    s = res.summary
+    assert s["slcai"]["n"] == 6 and s["sft"]["losses"]
+    assert s["preferences"]["kind"] == "ai" and -0.5 <= s["preferences"]["position_bias"] <= 0.5
+    assert 0 <= s["pm"]["test"]["accuracy"] <= 1
+    assert [r["n"] for r in s["best_of_n"]["curve"]] == [1, 2, 4]
+    hist = s["rl"]["history"]
+    assert hist and {"reward", "kl", "length", "eos_rate", "beta"} <= set(hist[0])
+    ev = s["eval"]
+    assert set(ev["policies"]) >= {"initial", "sft", "rl"}
+    assert "rl|initial" in ev["win_rates"] and "rl|sft" in ev["win_rates"]
+    assert ev["elo"]["labeller"]["initial"] == pytest.approx(1000)
+    saved = json.loads((root / "run" / "results.json").read_text())
+    assert saved["experiment"] == "rlaif"
+    from superalign.report.html import write_report
+
+    html = write_report(root / "run").read_text()
+    assert "position bias" in html and html.count("data:image/png;base64,") >= 3
+    assert "win rate" in res.table()
+
+
+def test_rerun_is_fully_cached(tiny_run):
+    cfg, res, root = tiny_run
+    store = Store(root / "store")
+    again = run_rlaif(cfg, store=store)
+    assert store.events and all(e.cached for e in store.events)
+    assert json.dumps(again.summary["eval"]["win_rates"]) == json.dumps(res.summary["eval"]["win_rates"])
+
+
+def test_pmp_and_data_efficiency(tmp_path):
+    from superalign.assets import locate
+
+    if locate("wordnet") is None:
+        pytest.skip("WordNet not installed")
+    cfg = RLAIFConfig.parse(TINY)
+    res = run_rlaif(cfg, store=Store(tmp_path / "s"))
+    rows = res.summary["pm"]["data_efficiency"]
+    assert {r["pmp"] for r in rows} == {True, False} and {r["n"] for r in rows} == {4, 8}
+    assert res.summary["pm"]["pmp_pairs"] > 10
+
+
+def test_rlhf_path_from_a_file(tmp_path):
+    rows = [{"prompt": f"Question {i}?", "chosen": "A careful, kind answer.", "rejected": "Go away."} for i in range(24)]
+    pd.DataFrame(rows).to_json(tmp_path / "prefs.jsonl", orient="records", lines=True)
+    cfg = RLAIFConfig.parse(dict(TINY, pmp={"enabled": False}, slcai={"n_prompts": 4, "sft": False},
+                                 preferences={"source": "file", "path": str(tmp_path / "prefs.jsonl")}))
+    res = run_rlaif(cfg, store=Store(tmp_path / "s"))
+    assert res.summary["preferences"]["kind"] == "human" and res.summary["pm"]["test"]["n"] >= 2
+    # the planted preference is lexical and constant: even random features separate it
+    assert res.summary["pm"]["test"]["accuracy"] == pytest.approx(1.0)
+    assert "sft" not in res.summary["eval"]["policies"]
+
+
+def test_bad_inputs_name_the_field(tmp_path):
+    pd.DataFrame([{"prompt": "p", "good": "a", "rejected": "b"}]).to_csv(tmp_path / "bad.csv", index=False)
+    cfg = RLAIFConfig.parse(dict(TINY, preferences={"source": "file", "path": str(tmp_path / "bad.csv")},
+                                 slcai={"n_prompts": 2, "sft": False}))
+    with pytest.raises(ConfigError, match="chosen"):
+        run_rlaif(cfg, store=Store(tmp_path / "s"))
+    with pytest.raises(ConfigError, match="feedback.n_principles"):
+        RLAIFConfig.parse({"feedback": {"n_principles": 0}})
+    (tmp_path / "empty.yaml").write_text("harmful: ['']\n")
+    with pytest.raises(ConfigError, match=r"prompts.harmful\[0\]"):
+        load_prompt_set(str(tmp_path / "empty.yaml"))
+    with pytest.raises(ConfigError, match="n_prompts"):
+        split_prompts(load_prompt_set(None), {"eval": 1000}, 0)
+
+
+def test_shipped_prompt_set():
+    ps = load_prompt_set(None)
+    assert len(ps.harmful) >= 80 and len(ps.ordinary) >= 80 and len(ps.labelled_pairs) >= 20
+    split = split_prompts(ps, {"a": 10, "b": 10}, 0)
+    assert not set(split["a"]) & set(split["b"])
+    assert sum(p in ps.harmful for p in split["a"]) == 5
