@@ -117,6 +117,60 @@ def w2s_run(
         typer.echo(f"report: {write_report(run_dir)}")
 
 
+@w2s_app.command("sweep")
+def w2s_sweep(
+    sweep_file: Path = typer.Argument(..., metavar="SWEEP.yaml", help="sweep config: a base W2S config (path or "
+                                      "mapping) and the axes weak, strong, methods, seeds, tasks"),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS",
+                                      help="run the cells as Ray tasks on the cluster at ADDRESS; 'local' starts "
+                                           "a local Ray instance (default: a local process pool)"),
+    workers: int = typer.Option(2, "--workers", "-w", min=1, help="cells run at once (worker processes; with "
+                                                                  "--ray local, sizes the local Ray instance)"),
+    store: Optional[Path] = typer.Option(None, "--store", help="stage store shared by every cell (default "
+                                         "$SUPERALIGN_STORE or ~/.cache/superalign/store)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output directory (default runs/<sweep name>)"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch threads per cell (default: "
+                                          "cores // workers)"),
+    gpus: float = typer.Option(0.0, "--gpus", min=0.0, help="with --ray: GPUs per cell (0.5 = two cells share "
+                               "one)"),
+    order: str = typer.Option("weak_first", "--order", help="weak_first (one cell per weak supervisor first) "
+                              "or grid"),
+    report: bool = typer.Option(True, "--report/--no-report", help="write OUT/report.html"),
+    verbose: bool = typer.Option(False, "-v", "--verbose"),
+) -> None:
+    """Run (or resume) a W2S sweep: every weak × strong × method × seed cell in parallel over one store.
+
+    Stages that several cells need (a weak supervisor's labels, a model's features, a ceiling) are
+    computed once; a rerun recomputes nothing that finished. Writes OUT/sweep_results.json,
+    OUT/table.txt and OUT/report.html (PGR and accuracy against strong-model size).
+    """
+    _setup_logging(verbose)
+    from superalign.errors import SuperalignError
+    from superalign.w2s.sweep import SweepConfig, run_sweep
+
+    if order not in ("weak_first", "grid"):
+        raise typer.BadParameter(f"'{order}' is not an order; use weak_first or grid", param_hint="--order")
+    try:
+        cfg = SweepConfig.from_yaml(sweep_file)
+        out_dir = out or Path("runs") / cfg.name
+        result = run_sweep(cfg, store_root=store, out_dir=out_dir, executor="ray" if ray else "local",
+                           workers=workers, ray_address=ray, threads=threads, gpus=gpus,
+                           order=order,  # type: ignore[arg-type]
+                           raise_on_failure=False)
+    except SuperalignError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    typer.echo(result.table())
+    if report:
+        from superalign.report.html import write_report
+
+        typer.echo(f"report: {write_report(out_dir)}")
+    if result.failed:
+        for c in result.failed:
+            typer.secho(f"failed: {c['id']}: {c.get('error')}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+
+
 @w2s_app.command("show-config")
 def w2s_show_config(name: str = typer.Argument("w2s_default", help="an embedded config: "
                                                + ", ".join(p.stem for p in sorted(CONFIG_DIR.glob("w2s*.yaml"))))) -> None:

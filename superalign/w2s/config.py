@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from superalign.errors import ConfigError
+from superalign.tracking import TrackingConfig
 from superalign.training.config import LossConfig, TrainConfig
 
 
@@ -81,6 +82,7 @@ class W2SConfig(BaseModel):
     prompting: list[PromptingConfig] = Field(default_factory=list)
     min_gap: float = Field(0.05, ge=0, le=1, description="ceiling-weak gap below which PGR is flagged unreliable")
     n_boot: int = Field(1000, ge=100)
+    tracking: TrackingConfig | None = Field(None, description="log config, metrics and artifacts to MLflow")
 
     @field_validator("weak", "strong", mode="before")
     @classmethod

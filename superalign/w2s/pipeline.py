@@ -88,6 +88,10 @@ def run_w2s(config: W2SConfig, *, out_dir: str | Path | None = None, store: Stor
         write_json_atomic(out / "results.json", result.as_dict())
         (out / "table.txt").write_text(result.table() + "\n")
         result.out_dir = out
+    if config.tracking is not None:
+        from superalign.tracking import log_w2s_run
+
+        log_w2s_run(result, result.out_dir, tracking_uri=config.tracking.uri, experiment=config.tracking.experiment)
     log.info(store.summary(detail=True))
     return result
 
