@@ -14,7 +14,6 @@ real, accuracies are not meaningful. Prints, in one run:
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import random

@@ -22,7 +22,6 @@ Usage (defaults are the offline W2S default's strong model and task):
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import time
 
@@ -52,8 +51,7 @@ def main() -> None:
     from superalign.models.classifier import Classifier, encode, resolve_pooling
     from superalign.models.features import extract_features
     from superalign.models.loading import resolve
-    from superalign.training import (FeatureBatcher, TokenBatcher, TrainConfig, build_classifier, fit,
-                                     probe_head)
+    from superalign.training import FeatureBatcher, TokenBatcher, TrainConfig, build_classifier, fit, probe_head
     from superalign.training.prefix import PrefixBatcher, PrefixClassifier, compute_prefix_states
     from superalign.training.regimes import copy_for_regime, transformer_blocks
 
