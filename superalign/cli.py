@@ -57,6 +57,25 @@ def _parse_set(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+def _run_and_report(make_config, run, out: Optional[Path], store: Optional[Path], report: bool) -> None:
+    """Build the config, run the experiment into runs/<name> (or --out), print its table, write the report."""
+    from superalign.errors import SuperalignError
+    from superalign.store.store import Store, default_store_root
+
+    try:
+        cfg = make_config()
+        run_dir = out or Path("runs") / cfg.name
+        result = run(cfg, out_dir=run_dir, store=Store(store or default_store_root()))
+    except SuperalignError as exc:
+        _fail(exc)
+        return
+    typer.echo(result.table())
+    if report:
+        from superalign.report.html import write_report
+
+        typer.echo(f"report: {write_report(run_dir)}")
+
+
 def _fail(exc: Exception) -> None:
     typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
@@ -84,8 +103,6 @@ def w2s_run(
     finished, and a killed run resumes where it stopped.
     """
     _setup_logging(verbose)
-    from superalign.errors import SuperalignError
-    from superalign.store.store import Store, default_store_root
     from superalign.w2s import W2SConfig, run_w2s
 
     overrides = _parse_set(set_)
@@ -96,7 +113,7 @@ def w2s_run(
             overrides.setdefault(key, {})["model"] = value
     if seeds:
         overrides["seeds"] = [int(s) for s in seeds.split(",")]
-    try:
+    def make() -> W2SConfig:
         cfg = W2SConfig.from_yaml(config or CONFIG_DIR / "w2s_default.yaml", overrides)
         if methods:
             wanted = [m.strip() for m in methods.split(",")]
@@ -105,16 +122,9 @@ def w2s_run(
             if missing:
                 raise typer.BadParameter(f"unknown method(s) {missing}; the config has {known}", param_hint="--methods")
             cfg = cfg.model_copy(update={"methods": [m for m in cfg.methods if m.name in wanted]})
-        run_dir = out or Path("runs") / cfg.name
-        result = run_w2s(cfg, out_dir=run_dir, store=Store(store or default_store_root()))
-    except SuperalignError as exc:
-        _fail(exc)
-        return
-    typer.echo(result.table())
-    if report:
-        from superalign.report.html import write_report
+        return cfg
 
-        typer.echo(f"report: {write_report(run_dir)}")
+    _run_and_report(make, run_w2s, out, store, report)
 
 
 @w2s_app.command("sweep")
@@ -201,9 +211,7 @@ def rlaif_run(
     Every stage is cached; rerunning recomputes nothing that finished.
     """
     _setup_logging(verbose)
-    from superalign.errors import SuperalignError
     from superalign.rlaif import RLAIFConfig, run_rlaif
-    from superalign.store.store import Store, default_store_root
 
     overrides = _parse_set(set_)
     if policy:
@@ -216,18 +224,8 @@ def rlaif_run(
             pref["source"] = preferences
         else:
             pref["source"], pref["path"] = ("hub", preferences[3:]) if preferences.startswith("hf:") else ("file", preferences)
-    try:
-        cfg = RLAIFConfig.from_yaml(config or CONFIG_DIR / "rlaif_default.yaml", overrides)
-        run_dir = out or Path("runs") / cfg.name
-        result = run_rlaif(cfg, out_dir=run_dir, store=Store(store or default_store_root()))
-    except SuperalignError as exc:
-        _fail(exc)
-        return
-    typer.echo(result.table())
-    if report:
-        from superalign.report.html import write_report
-
-        typer.echo(f"report: {write_report(run_dir)}")
+    _run_and_report(lambda: RLAIFConfig.from_yaml(config or CONFIG_DIR / "rlaif_default.yaml", overrides), run_rlaif,
+                    out, store, report)
 
 
 @rlaif_app.command("show-config")

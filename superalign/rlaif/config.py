@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from superalign.errors import ConfigError
+from superalign.config import YamlConfig
 from superalign.rlaif.feedback import FeedbackConfig
 from superalign.rlaif.generation import GenerationConfig
 from superalign.rlaif.pm import PMConfig
 from superalign.rlaif.rl import RLConfig
-from superalign.w2s.config import config_error, deep_merge
 
 
 class SLCAIConfig(BaseModel):
@@ -66,7 +63,7 @@ class EvalConfig(BaseModel):
     n_boot: int = Field(1000, ge=100)
 
 
-class RLAIFConfig(BaseModel):
+class RLAIFConfig(YamlConfig):
     """The whole chain: constitution → SL-CAI → feedback → PM (+PMP) → best-of-n and RL → evaluation."""
 
     model_config = ConfigDict(extra="forbid")
@@ -85,23 +82,3 @@ class RLAIFConfig(BaseModel):
     best_of_n: BestOfNConfig = Field(default_factory=BestOfNConfig)
     rl: RLConfig = Field(default_factory=RLConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path | None, overrides: dict[str, Any] | None = None) -> "RLAIFConfig":
-        data: dict[str, Any] = {}
-        if path is not None:
-            path = Path(path)
-            if not path.exists():
-                raise ConfigError("config", f"file '{path}' does not exist", "give the path of a YAML config")
-            data = yaml.safe_load(path.read_text()) or {}
-        return cls.parse(deep_merge(data, overrides or {}), where=str(path or "config"))
-
-    @classmethod
-    def parse(cls, data: dict[str, Any], where: str = "config") -> "RLAIFConfig":
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise config_error(exc, where) from None
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

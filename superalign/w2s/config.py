@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from superalign.errors import ConfigError
+from superalign.config import YamlConfig
 from superalign.tracking import TrackingConfig
 from superalign.training.config import LossConfig, TrainConfig
 
@@ -64,7 +62,7 @@ class PromptingConfig(BaseModel):
     max_test: int | None = Field(None, ge=2, description="score only the first N test examples (speed)")
 
 
-class W2SConfig(BaseModel):
+class W2SConfig(YamlConfig):
     """A weak-to-strong experiment: weak supervisor, strong student, methods, seeds."""
 
     model_config = ConfigDict(extra="forbid")
@@ -108,48 +106,3 @@ class W2SConfig(BaseModel):
     def student_config(self, method: MethodConfig) -> ModelConfig:
         """The strong model's config with the method's overrides applied."""
         return ModelConfig.model_validate({**self.strong.model_dump(), **method.student})
-
-    # -- loading -------------------------------------------------------------------------------
-    @classmethod
-    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "W2SConfig":
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError("config", f"file '{path}' does not exist", "give the path of a YAML config")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError("config", f"'{path}' is not a mapping of fields", "write 'field: value' lines")
-        return cls.parse(deep_merge(data, overrides or {}), where=str(path))
-
-    @classmethod
-    def parse(cls, data: dict[str, Any], where: str = "config") -> "W2SConfig":
-        """Validate, turning pydantic's errors into one that names the field and the fix."""
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise config_error(exc, where) from None
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
-
-
-def config_error(exc: ValidationError, where: str) -> ConfigError:
-    err = exc.errors()[0]
-    field = ".".join(str(x) for x in err["loc"]) or "config"
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        fix = f"remove '{field}' (not a field; see `superalign w2s run --help` or configs/)"
-    elif err["type"] == "missing":
-        fix = f"add '{field}'"
-    elif err["type"] == "literal_error":
-        fix = f"use one of the allowed values ({msg})"
-    else:
-        fix = f"change '{field}' ({err.get('input')!r} given)"
-    more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return ConfigError(f"{where}: {field}", msg + more, fix)
-
-
-def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out

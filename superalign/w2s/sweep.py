@@ -64,7 +64,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from superalign.errors import ConfigError, SuperalignError
 from superalign.store.store import Store, canonical_json, default_store_root, write_json_atomic
 from superalign.tracking import TrackingConfig, log_sweep_run
-from superalign.w2s.config import W2SConfig, config_error, deep_merge
+from superalign.config import config_error, deep_merge
+from superalign.w2s.config import W2SConfig
 
 log = logging.getLogger("superalign.w2s.sweep")
 
