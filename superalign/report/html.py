@@ -56,9 +56,11 @@ def render_page(title: str, subtitle: str, sections: list[Section]) -> str:
 
 def write_report(run_dir: str | Path) -> Path:
     """Render ``run_dir/report.html`` from ``run_dir/results.json``."""
+    import superalign.oversight.autointerp  # noqa: F401  (each module registers its report builder)
+    import superalign.report.oversight  # noqa: F401
     import superalign.report.rlaif  # noqa: F401
     import superalign.report.sweep  # noqa: F401
-    import superalign.report.w2s  # noqa: F401  (registers builders)
+    import superalign.report.w2s  # noqa: F401
 
     run_dir = Path(run_dir)
     results_file = run_dir / "results.json"

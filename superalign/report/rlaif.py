@@ -77,7 +77,11 @@ def _rl_plot(hist: list[dict]) -> bytes:
     steps = [h["step"] for h in hist]
     for ax, key, title in zip(axes, ["reward", "kl", "length", "eos_rate"],
                               ["PM reward", "KL to reference", "mean completion length", "EOS rate"]):
-        ax.plot(steps, [h.get(key) for h in hist], marker=".")
+        values = np.array([h.get(key) if h.get(key) is not None else np.nan for h in hist], dtype=float)
+        ax.plot(steps, values, marker=".", alpha=0.5)
+        if len(values) >= 4:  # a running mean over 4 steps: each step sees different prompts
+            smooth = np.convolve(np.nan_to_num(values), np.ones(4) / 4, mode="valid")
+            ax.plot(steps[3:], smooth, color="black", lw=1.5, label="mean of 4 steps")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -115,14 +119,22 @@ def _efficiency_plot(rows: list[dict]) -> bytes:
     return to_png(fig)
 
 
-def _labeller_plot(p_a_hist: list[float] | None, bias: float) -> bytes:
-    fig, ax = plt.subplots(figsize=(4.5, 3))
-    ax.axvline(0.5, color="grey", lw=0.8)
-    ax.bar([0], [bias], color="#c0392b" if abs(bias) > 0.05 else "#2f7ed8")
-    ax.set_xticks([0])
-    ax.set_xticklabels(["mean P(A) - 0.5"])
-    ax.set_ylim(-0.5, 0.5)
-    ax.set_title("labeller position bias", fontsize=9)
+def _labeller_plot(hist: dict | None, bias: float) -> bytes:
+    """Histogram of P("(A)") per ordering: an unbiased labeller centres both on 0.5."""
+    fig, ax = plt.subplots(figsize=(5, 3))
+    if hist:
+        edges = np.array(hist["edges"])
+        centres = (edges[:-1] + edges[1:]) / 2
+        width = (edges[1] - edges[0]) * 0.4
+        for k, (key, colour) in enumerate((("ordering_1", "#2f7ed8"), ("ordering_2", "#e8a33d"))):
+            if key in hist:
+                ax.bar(centres + (k - 0.5) * width, hist[key], width, color=colour,
+                       label="response 1 as (A)" if k == 0 else "response 1 as (B)")
+        ax.legend(fontsize=7)
+    ax.axvline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel('P("(A)")')
+    ax.set_ylabel("evaluations")
+    ax.set_title(f"labeller position bias: mean P(A) - 0.5 = {bias:+.3f}", fontsize=9)
     return to_png(fig)
 
 
@@ -139,7 +151,7 @@ def rlaif_report(results: dict[str, Any]) -> tuple[str, str, list[Section]]:
         lab.table = Table(["pairs", "position bias", "order consistency", "mean confidence", "prefers SL-CAI revision"],
                           [[str(pref["n"]), _f(pref["position_bias"]), _f(pref["order_consistency"]),
                             _f(pref["mean_confidence"]), _f(pref.get("prefers_revision"))]])
-        lab.image(_labeller_plot(None, pref["position_bias"]))
+        lab.image(_labeller_plot(pref.get("p_a_histogram"), pref["position_bias"]))
         if abs(pref["position_bias"]) > 0.1 or pref["order_consistency"] < 0.7:
             lab.warnings.append("The feedback model's preferences depend strongly on the order of the options: "
                                 "small models give weak feedback; averaging both orderings cancels the bias but "

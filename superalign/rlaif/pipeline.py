@@ -107,6 +107,7 @@ class Models:
 
     def __init__(self, cfg: RLAIFConfig):
         self.cfg = cfg
+        self.pm_features: dict = {}  # shared by every PreferenceModel built here (one backbone, one config)
 
     @functools.lru_cache(maxsize=None)
     def base(self):
@@ -142,7 +143,7 @@ class Models:
 
     def pm(self) -> PreferenceModel:
         model, tok, info = self.pm_backbone()
-        return PreferenceModel(model, tok, info.arch, self.cfg.pm)
+        return PreferenceModel(model, tok, info.arch, self.cfg.pm, feature_cache=self.pm_features)
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -384,14 +385,17 @@ def _preference_pairs(cfg: RLAIFConfig, store: Store, models: Models, split: dic
         np.save(tmp / "p_first.npy", res.p_first, allow_pickle=False)
         np.save(tmp / "p_a.npy", res.p_a, allow_pickle=False)
         n_sl = len(rows) - sample_stage.meta["result"]["n"]
-        extra = {}
+        edges = np.linspace(0, 1, 11)
+        extra: dict[str, Any] = {"p_a_histogram": {
+            "edges": edges.tolist(),
+            **{f"ordering_{o + 1}": np.histogram(res.p_a[:, o].ravel(), edges)[0].tolist() for o in range(res.p_a.shape[1])}}}
         if n_sl > 0:  # on SL-CAI pairs "a" is the revision: how often does the labeller prefer it?
             extra["prefers_revision"] = float((res.p_first[-n_sl:] > 0.5).mean())
         return {**res.summary(), **extra}
 
     fb_stage = store.run("rlaif-feedback", {**labeller_inputs, "samples": sample_stage.key, "slcai": sl_key,
                                             "include_slcai": src.include_slcai_pairs, "seed": cfg.seed},
-                         feedback, label="AI feedback")
+                         feedback, label="AI feedback", version=2)
     p_first = np.load(fb_stage.file("p_first.npy"), allow_pickle=False)
     pairs = Pairs([r["prompt"] for r in rows], [r["a"] for r in rows], [r["b"] for r in rows], p_first)
     return pairs, {"key": fb_stage.key, "n": len(pairs), "kind": "ai", **fb_stage.meta["result"]}

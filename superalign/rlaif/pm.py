@@ -119,11 +119,13 @@ class Pairs:
 class PreferenceModel:
     """A frozen backbone's pooled features and a trained scalar head (the reward)."""
 
-    def __init__(self, backbone, tok, arch: str, cfg: PMConfig, head: ProbeHead | None = None):
+    def __init__(self, backbone, tok, arch: str, cfg: PMConfig, head: ProbeHead | None = None,
+                 feature_cache: dict[str, np.ndarray] | None = None):
         self.backbone, self.tok, self.arch, self.cfg = backbone, tok, arch, cfg
         self.pooling = resolve_pooling(cfg.pooling, arch)
         self.head = head
-        self._cache: dict[str, np.ndarray] = {}
+        # pass one dict to every PM on the same backbone/pooling/max_length so features are computed once
+        self._cache: dict[str, np.ndarray] = {} if feature_cache is None else feature_cache
 
     def texts(self, prompts: Sequence[str], responses: Sequence[str]) -> list[str]:
         return [self.cfg.template.format(prompt=p, response=r) for p, r in zip(prompts, responses)]
