@@ -61,10 +61,10 @@ from typing import Any, Iterator, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from superalign.config import config_error, deep_merge
 from superalign.errors import ConfigError, SuperalignError
 from superalign.store.store import Store, canonical_json, default_store_root, write_json_atomic
 from superalign.tracking import TrackingConfig, log_sweep_run
-from superalign.config import config_error, deep_merge
 from superalign.w2s.config import W2SConfig
 
 log = logging.getLogger("superalign.w2s.sweep")
