@@ -60,6 +60,7 @@ class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     n_prompts: int = Field(24, ge=2, description="held-out prompts for win rates")
+    judge_principles: int = Field(1, ge=1, description="principles the labeller samples per comparison when judging")
     n_boot: int = Field(1000, ge=100)
 
 

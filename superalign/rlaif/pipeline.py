@@ -471,6 +471,7 @@ def _evaluate(cfg: RLAIFConfig, store: Store, models: Models, pm: PreferenceMode
 
     def judge(tmp: Path) -> dict:
         lab = models.labeller()
+        lab.cfg = lab.cfg.model_copy(update={"n_principles": cfg.eval.judge_principles})
         rewards = {n: pm.score(prompts, responses[n]["texts"]) for n in names}
         comparisons = {}
         for y, x in ev.all_pairs(names):  # x is the later (more trained) policy: its win rate against y
@@ -479,7 +480,8 @@ def _evaluate(cfg: RLAIFConfig, store: Store, models: Models, pm: PreferenceMode
                                        "pm": ev.wins_from_rewards(rewards[x], rewards[y]).tolist()}
         return {"comparisons": comparisons, "pm_reward": {n: float(np.mean(r)) for n, r in rewards.items()}}
 
-    judge_stage = store.run("rlaif-eval-judge", {"responses": gen_stage.key, "pm": pm_key, **labeller_inputs},
+    judge_stage = store.run("rlaif-eval-judge", {"responses": gen_stage.key, "pm": pm_key, **labeller_inputs,
+                                                 "judge_principles": cfg.eval.judge_principles},
                             judge, label="win-rate judging")
     comp = judge_stage.meta["result"]["comparisons"]
     win_rates = {}

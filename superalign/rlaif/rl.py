@@ -25,12 +25,12 @@ class RLConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     algo: Literal["rloo", "grpo"] = "rloo"
-    steps: int = Field(16, ge=1)
+    steps: int = Field(12, ge=1)
     prompts_per_step: int = Field(2, ge=1)
     num_generations: int = Field(4, ge=2, description="completions per prompt (the group for the baseline)")
     max_completion_length: int = Field(48, ge=4)
     temperature: float = Field(1.0, gt=0)
-    lr: float = Field(2e-4, gt=0)
+    lr: float = Field(2e-3, gt=0, description="LoRA learning rate (2e-4 barely moved a 135M policy in 16 steps)")
     beta: float = Field(0.05, gt=0, description="initial KL coefficient")
     target_kl: float | None = Field(4.0, gt=0, description="adaptive KL target (nats per sequence); None = fixed beta")
     kl_horizon: int = Field(20, ge=1)
