@@ -164,6 +164,22 @@ def test_best_of_n_selection():
     assert ev.select_best_of_n(r, 3).tolist() == [1, 2]
 
 
+def test_distinct_n_and_reward_hacking_warnings():
+    from superalign.report.rlaif import warning_lines
+
+    assert ev.distinct_n(["a b c d", "e f g h"], 2) == pytest.approx(1.0)
+    collapsed = ["I am an AI model"] * 4
+    assert ev.distinct_n(collapsed, 2) == pytest.approx(4 / 16)
+    assert ev.distinct_n(["one"], 2) == 0.0
+    iv = lambda v, lo, hi: {"value": v, "low": lo, "high": hi}
+    win_rates = {"rl|initial": {"pm": iv(0.9, 0.8, 1.0), "labeller": iv(0.3, 0.1, 0.5)},
+                 "sft|initial": {"pm": iv(0.9, 0.8, 1.0), "labeller": iv(0.8, 0.7, 0.9)},
+                 "rl|sft": {"pm": iv(0.5, 0.3, 0.7), "labeller": iv(0.2, 0.1, 0.3)}}
+    assert ev.judge_disagreements(win_rates) == ["rl|initial"]  # only where the PM is sure and the labeller is not
+    lines = warning_lines({"judge_disagreements": ["rl|initial"], "distinct_2": {"initial": 0.9, "sft": 0.8, "rl": 0.25}})
+    assert len(lines) == 2 and "reward hacking" in lines[0] and "rl's responses" in lines[1]
+
+
 def test_elo_orders_policies_by_strength():
     names = ["a", "b", "c"]
     results = {("b", "a"): np.array([1, 1, 1, 0] * 10), ("c", "a"): np.array([1] * 40), ("c", "b"): np.array([1, 1, 0, 1] * 10)}

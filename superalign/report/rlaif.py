@@ -29,6 +29,21 @@ def win_rate_rows(ev: dict) -> list[list[str]]:
     return rows
 
 
+def warning_lines(ev: dict) -> list[str]:
+    """Signs of reward hacking in the evaluation: judges that disagree, diversity that collapsed."""
+    out = []
+    for key in ev.get("judge_disagreements", []):
+        x, y = key.split("|")
+        out.append(f"warning: the PM prefers {x} to {y} and the labeller does not share it: a sign that {x} "
+                   f"exploits the preference model (reward hacking); read its examples")
+    div = ev.get("distinct_2", {})
+    for name, value in div.items():
+        if name != "initial" and "initial" in div and value < 0.6 * div["initial"]:
+            out.append(f"warning: {name}'s responses are far less diverse than the initial policy's (distinct-2 "
+                       f"{value:.2f} vs {div['initial']:.2f}): it has collapsed onto a few phrasings")
+    return out
+
+
 def rlaif_text(s: dict[str, Any]) -> str:
     """What `superalign rlaif run` prints."""
     out = [f"RLAIF: policy {s['policy']}, feedback {s['feedback_model']}, PM {s['pm_model']}, "
@@ -68,6 +83,9 @@ def rlaif_text(s: dict[str, Any]) -> str:
     out.append(format_rows(["win rate % [95% CI]", "judged by labeller", "judged by PM"], win_rate_rows(ev)))
     out.append("Elo (labeller): " + ", ".join(f"{k} {v:.0f}" for k, v in ev["elo"]["labeller"].items())
                + "; Elo (PM): " + ", ".join(f"{k} {v:.0f}" for k, v in ev["elo"]["pm"].items()))
+    if ev.get("distinct_2"):
+        out.append("response diversity (distinct-2): " + ", ".join(f"{k} {v:.2f}" for k, v in ev["distinct_2"].items()))
+    out += warning_lines(ev)
     out.append(f"{s.get('stages', '')}; {s.get('seconds', '?')} s")
     return "\n".join(out)
 
@@ -181,6 +199,10 @@ def rlaif_report(results: dict[str, Any]) -> tuple[str, str, list[Section]]:
     win.notes.append("Elo (labeller): " + ", ".join(f"{k} {v:.0f}" for k, v in ev["elo"]["labeller"].items()))
     win.notes.append("Elo (PM): " + ", ".join(f"{k} {v:.0f}" for k, v in ev["elo"]["pm"].items()))
     win.notes.append("Mean response length (tokens): " + ", ".join(f"{k} {v:.1f}" for k, v in ev["mean_length"].items()))
+    if ev.get("distinct_2"):
+        win.notes.append("Response diversity, distinct-2 (unique word bigrams / all bigrams): "
+                         + ", ".join(f"{k} {v:.2f}" for k, v in ev["distinct_2"].items()))
+    win.warnings += [w.removeprefix("warning: ") for w in warning_lines(ev)]
     sections.append(win)
     ex = "\n\n".join("PROMPT: " + e["prompt"] + "\n" + "\n".join(f"[{k}] {v}" for k, v in e.items() if k != "prompt")
                      for e in ev.get("examples", []))

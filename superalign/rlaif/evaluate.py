@@ -99,5 +99,29 @@ def elo_ratings(names: Sequence[str], results: dict[tuple[str, str], np.ndarray]
     return {n: float(1000 + 400 / math.log(10) * (log_s[idx[n]] - base)) for n in names}
 
 
+def distinct_n(texts: Sequence[str], n: int = 2) -> float:
+    """Distinct unique word n-grams over all n-grams in ``texts`` (Li et al., 2016); 0 when none.
+
+    A policy that collapses onto one template (a common way of hacking a preference model) scores
+    far below the policy it started from.
+    """
+    grams: list[tuple[str, ...]] = []
+    for t in texts:
+        words = t.split()
+        grams += [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def judge_disagreements(win_rates: dict[str, dict[str, dict]]) -> list[str]:
+    """Comparisons where the PM's 95% CI puts the first policy ahead and the labeller's does not
+    (its CI reaching 0.5 or below): the preference model rewards something the labeller does not."""
+    out = []
+    for key, judges in win_rates.items():
+        pm, lab = judges.get("pm"), judges.get("labeller")
+        if pm and lab and pm["low"] > 0.5 and lab["high"] < pm["low"]:
+            out.append(key)
+    return out
+
+
 def all_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
     return list(combinations(names, 2))

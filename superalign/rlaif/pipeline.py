@@ -491,6 +491,8 @@ def _evaluate(cfg: RLAIFConfig, store: Store, models: Models, pm: PreferenceMode
                                       anchor="initial")
            for judge_name in ("labeller", "pm")}
     lengths = {n: float(np.mean(r["lengths"])) for n, r in responses.items() if r.get("lengths")}
+    diversity = {n: ev.distinct_n(r["texts"], 2) for n, r in responses.items()}
     return {"policies": names, "win_rates": win_rates, "elo": elo, "pm_reward": judge_stage.meta["result"]["pm_reward"],
-            "mean_length": lengths, "n_prompts": len(prompts),
+            "mean_length": lengths, "distinct_2": diversity, "judge_disagreements": ev.judge_disagreements(win_rates),
+            "n_prompts": len(prompts),
             "examples": [{"prompt": prompts[i], **{n: responses[n]["texts"][i] for n in names}} for i in range(min(3, len(prompts)))]}
