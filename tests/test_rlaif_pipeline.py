@@ -84,6 +84,58 @@ def test_rlhf_path_from_a_file(tmp_path):
     # the planted preference is lexical and constant: even random features separate it
     assert res.summary["pm"]["test"]["accuracy"] == pytest.approx(1.0)
     assert "sft" not in res.summary["eval"]["policies"]
+    # RLHF: the policy is evaluated (and trained) on the data's own prompts, held out from each other
+    file_prompts = {r["prompt"] for r in rows}
+    evaluated = {e["prompt"] for e in res.summary["eval"]["examples"]}
+    assert evaluated <= file_prompts and res.summary["eval"]["n_prompts"] == 4
+    agree = res.summary["labeller_vs_preference_data"]
+    assert agree["n"] == 24 and 0.0 <= agree["agreement"] <= 1.0
+    assert "labeller vs 24 labelled pairs of the preference data" in res.table()
+
+
+def test_preference_formats_implicit_prompt_and_conversational(tmp_path):
+    from superalign.rlaif.pipeline import load_preference_rows, policy_prompts_from_pairs
+
+    hh = [{"chosen": "\n\nHuman: How do I bake bread?\n\nAssistant: I think you mix flour and water.",
+           "rejected": "\n\nHuman: How do I bake bread?\n\nAssistant: I won't help."}]
+    pd.DataFrame(hh).to_json(tmp_path / "hh.jsonl", orient="records", lines=True)
+    assert load_preference_rows(str(tmp_path / "hh.jsonl")) == [{
+        "prompt": "Human: How do I bake bread?\n\nAssistant:", "chosen": "I think you mix flour and water.",
+        "rejected": "I won't help."}]  # cut at a word boundary, not inside the shared "I"
+    conv = [{"chosen": [{"role": "user", "content": "Sky?"}, {"role": "assistant", "content": "Blue."}],
+             "rejected": [{"role": "user", "content": "Sky?"}, {"role": "assistant", "content": "Green."}]}]
+    pd.DataFrame(conv).to_parquet(tmp_path / "conv.parquet")
+    assert load_preference_rows(str(tmp_path / "conv.parquet")) == [{"prompt": "Sky?", "chosen": "Blue.",
+                                                                     "rejected": "Green."}]
+    ev_prompts, rl_prompts = policy_prompts_from_pairs(["a", "b", "a", "c", "d"], 2, seed=0)
+    assert len(ev_prompts) == 2 and sorted(ev_prompts + rl_prompts) == ["a", "b", "c", "d"]
+    with pytest.raises(ConfigError, match="eval.n_prompts"):
+        policy_prompts_from_pairs(["a", "b"], 2, seed=0)
+
+
+@pytest.mark.assets
+def test_rlhf_path_on_stockfish_ranked_moves(tmp_path, monkeypatch):
+    """The offline RLHF path with exact ground truth: move pairs ranked by Stockfish, cached once."""
+    from superalign.assets import locate
+
+    if locate("stockfish") is None:
+        pytest.skip("Stockfish not installed")
+    from superalign.data import chess as sc
+
+    monkeypatch.setenv("SUPERALIGN_HOME", str(tmp_path / "home"))
+    cfg = RLAIFConfig.parse(dict(TINY, pmp={"enabled": False}, slcai={"n_prompts": 2, "sft": False},
+                                 preferences={"source": "chess", "n_chess": 12}))
+    res = run_rlaif(cfg, store=Store(tmp_path / "s"))
+    s = res.summary
+    assert s["preferences"]["kind"] == "stockfish" and s["preferences"]["n"] == 12
+    assert all(e["prompt"].startswith(("White to move.", "Black to move.")) for e in s["eval"]["examples"])
+
+    def no_engine(*a, **k):
+        raise AssertionError("the cached pairs should have been read")
+
+    monkeypatch.setattr(sc, "move_preference_pairs", no_engine)
+    again = run_rlaif(cfg, store=Store(tmp_path / "s"))
+    assert again.summary["pm"] == s["pm"]
 
 
 def test_bad_inputs_name_the_field(tmp_path):

@@ -33,7 +33,7 @@ import weakref
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -570,24 +570,33 @@ def best_move_task_rows(n_positions: int = 200, seed: int = 0, depth: int = 12, 
     depth = _check_depth(depth)
     seed = _check_int("seed", seed, 0)
     min_gap_cp = _check_int("min_gap_cp", min_gap_cp, 0, hint="use a centipawn gap >= 0 (100 = one pawn)")
-    with Stockfish() as sf:
-        options = {
-            "task": "chess_best_move", "generator": GENERATOR_VERSION, "n_positions": n_positions,
-            "seed": int(seed), "depth": depth, "min_gap_cp": int(min_gap_cp), "min_ply": int(min_ply),
-            "max_ply": int(max_ply), "negative": negative, "min_depth_needed": int(min_depth_needed),
-            "stockfish": sf.version,
-            "threads": sf.threads, "hash_mb": sf.hash_mb,
-        }
-        path = _cache_dir() / f"chess_best_move-{_options_key(options)}.jsonl" if cache else None
-        if path is not None and path.exists():
-            rows = read_jsonl(path)
-            if len(rows) == n_positions:
-                return rows, path
-        if negative not in ("random", "second"):  # fail before the slow part
-            best_move_rows([], seed, negative)
+    if negative not in ("random", "second"):  # fail before the slow part
+        best_move_rows([], seed, negative)
+    options = {"n_positions": n_positions, "seed": int(seed), "depth": depth, "min_gap_cp": int(min_gap_cp),
+               "min_ply": int(min_ply), "max_ply": int(max_ply), "negative": negative,
+               "min_depth_needed": int(min_depth_needed)}
+
+    def make(sf: Stockfish) -> list[dict[str, Any]]:
         puzzles = generate_puzzles(n_positions, seed, depth, min_gap_cp, min_ply=min_ply, max_ply=max_ply,
                                    min_depth_needed=min_depth_needed, engine=sf)
-    rows = best_move_rows(puzzles, seed, negative)
+        return best_move_rows(puzzles, seed, negative)
+
+    return _cached_rows("chess_best_move", options, n_positions, make, cache)
+
+
+def _cached_rows(kind: str, options: dict[str, Any], n: int, make: Callable[[Stockfish], list[dict[str, Any]]],
+                 cache: bool = True) -> tuple[list[dict[str, Any]], Path | None]:
+    """Rows that ``make(engine)`` generates, cached once per option set (with the engine's version and
+    settings and the generator version) as ``superalign_home()/data/chess/<kind>-<hash>.jsonl``."""
+    with Stockfish() as sf:
+        key = {"task": kind, "generator": GENERATOR_VERSION, **options, "stockfish": sf.version,
+               "threads": sf.threads, "hash_mb": sf.hash_mb}
+        path = _cache_dir() / f"{kind}-{_options_key(key)}.jsonl" if cache else None
+        if path is not None and path.exists():
+            rows = read_jsonl(path)
+            if len(rows) == n:
+                return rows, path
+        rows = make(sf)
     if path is not None:
         write_jsonl_atomic(path, rows)
     return rows, path
@@ -720,6 +729,15 @@ def move_preference_pairs(n: int, seed: int = 0, depth: int = 12, *, min_margin_
     return rows
 
 
+def cached_move_preference_pairs(n: int, seed: int = 0, depth: int = 12, **options: Any) -> list[dict[str, Any]]:
+    """:func:`move_preference_pairs`, generated once per option set and cached as JSONL beside the
+    ``chess_best_move`` rows, so a rerun of an experiment that reads them runs no engine search."""
+    n, depth = _check_int("n", n, 0), _check_depth(depth)
+    rows, _ = _cached_rows("move_pairs", {"n": n, "seed": int(seed), "depth": depth, **options}, n,
+                           lambda sf: move_preference_pairs(n, seed, depth, engine=sf, **options))
+    return rows
+
+
 def save_pairs(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
     """Write preference rows as JSONL (atomically); ``datasets.load_dataset("json", data_files=path)`` reads them."""
     _validate_pairs(rows, str(path))
@@ -756,6 +774,6 @@ def _validate_pairs(rows: Sequence[dict[str, Any]], where: str) -> None:
 __all__ = [
     "MATE_CP", "Candidate", "Stockfish", "Puzzle", "parse_fen", "parse_move", "iter_positions", "random_positions",
     "depth_needed", "make_puzzle", "generate_puzzles", "best_move_rows", "best_move_task_rows", "chess_best_move",
-    "describe_position", "move_prompt", "move_preference_pairs", "save_pairs", "load_pairs", "pairs_dataset",
+    "describe_position", "move_prompt", "move_preference_pairs", "cached_move_preference_pairs", "save_pairs", "load_pairs", "pairs_dataset",
     "read_jsonl", "write_jsonl_atomic",
 ]

@@ -53,9 +53,9 @@ def comparison_pairs(source: str, n: int, seed: int) -> Pairs:
 
         return ranked_pairs(wordnet_ranked_answers(n, seed), max_pairs_per_question=1, seed=seed)
     if source == "chess":
-        from superalign.data.chess import move_preference_pairs
+        from superalign.data.chess import cached_move_preference_pairs
 
-        return pairs_from_rows(move_preference_pairs(n, seed=seed), seed)
+        return pairs_from_rows(cached_move_preference_pairs(n, seed=seed), seed)
     if source.startswith("hf:"):
         return pairs_from_rows(load_preference_rows(source[3:], hub=True)[:n], seed)
     if Path(source).exists():

@@ -59,6 +59,10 @@ def rlaif_text(s: dict[str, Any]) -> str:
         a = s["labeller_vs_labelled_pairs"]
         out.append(f"labeller vs {a['n']} hand-labelled pairs: agreement {100 * a['agreement']:.1f}% "
                    f"(chance 50%), mean P(chosen) {a['p_chosen_mean']:.3f}")
+    if "labeller_vs_preference_data" in s:
+        a = s["labeller_vs_preference_data"]
+        out.append(f"labeller vs {a['n']} labelled pairs of the preference data ({s['preference_source']}): "
+                   f"agreement {100 * a['agreement']:.1f}% (chance 50%), position bias {_f(a['position_bias'])}")
     pm = s["pm"]
     out.append(f"preference model: test pairwise accuracy {_f(pm['test']['accuracy'])} on {pm['test']['n']} pairs "
                f"(train {_f(pm['train']['accuracy'])}), ECE {_f(pm['test']['ece'])}")
@@ -178,6 +182,10 @@ def rlaif_report(results: dict[str, Any]) -> tuple[str, str, list[Section]]:
         a = s["labeller_vs_labelled_pairs"]
         lab.notes.append(f"On {a['n']} hand-labelled pairs shipped with the prompt set, the labeller agrees with the "
                          f"label {100 * a['agreement']:.1f}% of the time (chance 50%).")
+    if "labeller_vs_preference_data" in s:
+        a = s["labeller_vs_preference_data"]
+        lab.notes.append(f"On {a['n']} pairs of the preference data ({s['preference_source']}), the labeller agrees "
+                         f"with the data's label {100 * a['agreement']:.1f}% of the time (chance 50%).")
     sections.append(lab)
     pm = s["pm"]
     pm_sec = Section("Preference model", table=Table(

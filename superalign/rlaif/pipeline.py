@@ -100,6 +100,16 @@ def split_prompts(ps: PromptSet, sizes: dict[str, int], seed: int) -> dict[str, 
     return out
 
 
+def policy_prompts_from_pairs(prompts: list[str], n_eval: int, seed: int) -> tuple[list[str], list[str]]:
+    """Held-out evaluation prompts and RL prompts, disjoint, from the distinct prompts of preference data."""
+    distinct = list(dict.fromkeys(prompts))
+    random.Random(seed).shuffle(distinct)
+    if len(distinct) < n_eval + 1:
+        raise ConfigError("eval.n_prompts", f"is {n_eval}, but the preference data has {len(distinct)} distinct "
+                          "prompts and RL needs at least one more", f"lower it below {len(distinct)} or add data")
+    return distinct[:n_eval], distinct[n_eval:]
+
+
 # -- models -------------------------------------------------------------------------------------
 
 class Models:
@@ -239,6 +249,19 @@ def run_rlaif(cfg: RLAIFConfig, *, out_dir: str | Path | None = None, store: Sto
 
     pairs, pref_meta = _preference_pairs(cfg, store, models, split, sl_rows, sl_stage.key, adapters, labeller_inputs)
     summary["preferences"] = pref_meta
+    if cfg.preferences.source != "ai":  # RLHF: the policy answers the preference data's own prompts
+        split["eval"], split["rl"] = policy_prompts_from_pairs(pairs.prompts, cfg.eval.n_prompts, cfg.seed)
+        check = pairs.subset(range(min(64, len(pairs))))
+
+        def data_agreement(tmp: Path) -> dict:  # would AI feedback have given the data's labels?
+            res = models.labeller().label(check.prompts, check.a, check.b, seed=cfg.seed)
+            return {"agreement": agreement_with_labels(res.p_first, check.p > 0.5), "n": len(check), **res.summary()}
+
+        agree = store.run("rlaif-feedback-vs-data", {**labeller_inputs, "pairs": pref_meta["key"], "n": len(check),
+                                                     "seed": cfg.seed}, data_agreement, label="labeller vs preference data")
+        summary["labeller_vs_preference_data"] = agree.meta["result"]
+    else:
+        split["rl"] = split["slcai"] + split["pref"]
 
     # 3. preference model (+ PMP) ------------------------------------------------------------
     n_test = max(2, int(round(len(pairs) * cfg.preferences.test_fraction)))
@@ -297,7 +320,7 @@ def run_rlaif(cfg: RLAIFConfig, *, out_dir: str | Path | None = None, store: Sto
     summary["best_of_n"] = bon_stage.meta["result"]
 
     # 5. RL ----------------------------------------------------------------------------------
-    rl_prompts = split["slcai"] + split.get("pref", [])
+    rl_prompts = split["rl"]
 
     def rl(tmp: Path) -> dict:
         from superalign.rlaif.rl import train_rl
@@ -357,9 +380,9 @@ def _preference_pairs(cfg: RLAIFConfig, store: Store, models: Models, split: dic
         pairs = pairs_from_rows(rows, cfg.seed)
         return pairs, {"key": f"{src.source}:{src.path}:{len(pairs)}", "n": len(pairs), "kind": "human"}
     if src.source == "chess":
-        from superalign.data.chess import move_preference_pairs
+        from superalign.data.chess import cached_move_preference_pairs
 
-        rows = move_preference_pairs(src.n_chess, seed=cfg.seed)
+        rows = cached_move_preference_pairs(src.n_chess, seed=cfg.seed)
         pairs = pairs_from_rows(rows, cfg.seed)
         return pairs, {"key": f"chess:{src.n_chess}:{cfg.seed}", "n": len(pairs), "kind": "stockfish"}
 
@@ -401,9 +424,37 @@ def _preference_pairs(cfg: RLAIFConfig, store: Store, models: Models, split: dic
     return pairs, {"key": fb_stage.key, "n": len(pairs), "kind": "ai", **fb_stage.meta["result"]}
 
 
+def _as_text(value: Any) -> str:
+    """A TRL standard (string) or conversational (list of messages) value as plain text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(m, dict) and "content" in m for m in value):
+        if len(value) == 1:
+            return str(value[0]["content"])
+        return "\n".join(f"{str(m.get('role', 'user')).capitalize()}: {m['content']}" for m in value)
+    return "" if value is None else str(value)
+
+
+def _split_shared_prefix(chosen: str, rejected: str) -> dict[str, str]:
+    """TRL's implicit-prompt split for plain strings, moved back to a word boundary (so that "I'm
+    sorry" and "I think" do not leave "I" in the prompt)."""
+    from trl.data_utils import extract_prompt
+
+    cut = len(extract_prompt({"chosen": chosen, "rejected": rejected})["prompt"])
+    while cut > 0 and not (chosen[cut - 1].isspace() or chosen[cut - 1] == ":"):
+        cut -= 1
+    return {"prompt": chosen[:cut], "chosen": chosen[cut:], "rejected": rejected[cut:]}
+
+
 def load_preference_rows(path: str, hub: bool = False) -> list[dict]:
-    """``prompt``/``chosen``/``rejected`` rows from a local file or a hub data set."""
+    """``prompt``/``chosen``/``rejected`` rows from a local file or a hub data set.
+
+    Reads TRL's preference formats: explicit or implicit prompt (``chosen``/``rejected`` that share
+    it as a prefix, as in Anthropic/hh-rlhf; split off by ``trl.data_utils.maybe_extract_prompt``),
+    standard strings or conversational lists of messages (flattened to text).
+    """
     import pandas as pd
+    from trl.data_utils import maybe_extract_prompt
 
     if hub:
         from datasets import load_dataset
@@ -415,11 +466,21 @@ def load_preference_rows(path: str, hub: bool = False) -> list[dict]:
             raise ConfigError("preferences.path", f"file '{path}' does not exist", "give a JSONL/CSV/Parquet file")
         frame = (pd.read_json(p, lines=p.suffix == ".jsonl") if p.suffix in (".jsonl", ".json")
                  else pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p))
-    for col in ("prompt", "chosen", "rejected"):
+    for col in ("chosen", "rejected"):
         if col not in frame.columns:
             raise ConfigError(f"preferences.path: column '{col}'", f"is missing; columns are {list(frame.columns)}",
-                              "provide prompt, chosen and rejected columns (TRL preference format)")
-    rows = frame[["prompt", "chosen", "rejected"]].to_dict("records")
+                              "provide chosen and rejected columns, and prompt unless both responses start with it "
+                              "(TRL preference format)")
+    cols = [c for c in ("prompt", "chosen", "rejected") if c in frame.columns]
+    rows = []
+    for r in frame[cols].to_dict("records"):
+        r = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in r.items()}  # arrays from parquet/arrow
+        if "prompt" not in r and isinstance(r["chosen"], str) and isinstance(r["rejected"], str):
+            r = _split_shared_prefix(r["chosen"], r["rejected"])
+        else:
+            r = maybe_extract_prompt(r)
+        rows.append({k: _as_text(r.get(k)).strip() if k == "prompt" else _as_text(r.get(k))
+                     for k in ("prompt", "chosen", "rejected")})
     for i, r in enumerate(rows):
         for col in ("prompt", "chosen", "rejected"):
             if not isinstance(r[col], str) or not r[col].strip():
