@@ -4,9 +4,8 @@ import json
 
 import pytest
 import yaml
-from typer.testing import CliRunner
-
 from test_oversight import e2h_csv, preference_file
+from typer.testing import CliRunner
 
 
 @pytest.fixture(scope="module")

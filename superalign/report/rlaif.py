@@ -32,10 +32,13 @@ def win_rate_rows(ev: dict) -> list[list[str]]:
 def warning_lines(ev: dict) -> list[str]:
     """Signs of reward hacking in the evaluation: judges that disagree, diversity that collapsed."""
     out = []
+    beaten: dict[str, list[str]] = {}
     for key in ev.get("judge_disagreements", []):
         x, y = key.split("|")
-        out.append(f"warning: the PM prefers {x} to {y} and the labeller does not share it: a sign that {x} "
-                   f"exploits the preference model (reward hacking); read its examples")
+        beaten.setdefault(x, []).append(y)
+    for x, ys in beaten.items():
+        out.append(f"warning: the PM prefers {x} to {', '.join(ys)} and the labeller does not share it: a sign that "
+                   f"{x} exploits the preference model (reward hacking); read its examples")
     div = ev.get("distinct_2", {})
     for name, value in div.items():
         if name != "initial" and "initial" in div and value < 0.6 * div["initial"]:
