@@ -79,8 +79,30 @@ def test_w2s_reward_modeling_runs_with_pgr(tmp_path):
         assert 0 <= r[k]["value"] <= 1
     assert r["ceiling"]["value"] > 0.9  # the planted preference is lexical: the ceiling learns it
     assert len(r["per_seed"]) == 2 and 0 <= r["weak_label_accuracy"] <= 1
+    from superalign.oversight.pipeline import summary_lines
+
+    assert "tiny-bert -> tiny-llama" in summary_lines("w2s_reward", r)[0]
     with pytest.raises(ConfigError, match="n_pairs"):
         run_w2s_reward(cfg.model_copy(update={"test": 500}), Store(tmp_path / "s2"))
+
+
+@pytest.mark.assets
+def test_living_thing_comparisons_follow_wordnet():
+    from superalign.assets import locate
+    from superalign.data import load_task
+    from superalign.oversight.w2s_reward import comparison_pairs
+
+    if locate("wordnet") is None:
+        pytest.skip("WordNet not installed")
+    task = load_task("wordnet_living")
+    living = {t for t, y in zip(task.texts, task.labels) if y == 1}
+    pairs = comparison_pairs("wordnet_living", 200, seed=0)
+    assert len(pairs) == 200 and 60 < pairs.p.sum() < 140  # the living word is first about half the time
+    for a, b, p in zip(pairs.a, pairs.b, pairs.p):
+        assert (a in living, b in living) == ((True, False) if p == 1.0 else (False, True))
+    assert len(set(pairs.a) | set(pairs.b)) == 400  # every word used once
+    with pytest.raises(ConfigError, match="data"):
+        comparison_pairs("nope", 10, seed=0)
 
 
 def test_misaligned_model_is_flagged_and_the_honest_one_is_not(tmp_path):

@@ -65,7 +65,7 @@ def summary_lines(name: str, r: dict[str, Any]) -> list[str]:
                 f"{_iv(a['hard']['hard'], True)}; majority class {100 * r['baseline_hard']:.1f}",
                 f"  gap recovered on hard examples {_iv(g)}" + ("" if g["reliable"] else f" (unreliable: {g['note']})")]
     if name == "w2s_reward":
-        return [f"W2S reward modeling ({r['data']}, {r['weak']} -> {r['strong']}): pairwise accuracy % weak "
+        return [f"W2S reward modeling ({r['data']}, {r['weak_model']} -> {r['strong_model']}): pairwise accuracy % weak "
                 f"{_iv(r['weak'], True)}, w2s {_iv(r['w2s'], True)}, ceiling {_iv(r['ceiling'], True)}; PGR {_iv(r['pgr'])}"
                 + ("" if r["reliable"] else f" (unreliable: {r['reason']})")]
     if name == "critique_gap":

@@ -6,9 +6,11 @@ labels; the ceiling is the strong PM trained on B's ground truth. All are scored
 accuracy on test, and PGR = (w2s − weak) / (ceiling − weak) gets a bootstrap CI over test pairs
 (seed-averaged), exactly as for classification.
 
-Comparison sources: ``wordnet`` (offline: "What does X mean?" with X's definition preferred over
-a sibling concept's or an unrelated one), ``chess`` (offline: two moves ranked by Stockfish), or a
-``prompt/chosen/rejected`` file / ``hf:NAME`` data set.
+Comparison sources: ``wordnet_living`` (offline default: asked for a living thing, an animal or
+plant noun beats an artifact noun; MiniLM and Gemma differ by about 9 points of pairwise accuracy
+here), ``wordnet`` (offline: "What does X mean?" with X's definition preferred over a sibling
+concept's or an unrelated one; too hard for these small models' features), ``chess`` (offline: two
+moves ranked by Stockfish), or a ``prompt/chosen/rejected`` file / ``hf:NAME`` data set.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from superalign.store.store import Store
 class W2SRewardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    data: str = Field("wordnet", description="wordnet | chess | a prompt/chosen/rejected file | hf:NAME")
+    data: str = Field("wordnet_living", description="wordnet_living (offline default) | wordnet | chess | a "
+                                                     "prompt/chosen/rejected file | hf:NAME")
     n_pairs: int = Field(1200, ge=12)
     weak: PMConfig = Field(default_factory=lambda: PMConfig(model="minilm-l6", max_length=96))
     strong: PMConfig = Field(default_factory=lambda: PMConfig(model="gemma3-270m", max_length=96))
@@ -44,6 +47,28 @@ class W2SRewardConfig(BaseModel):
     n_boot: int = Field(1000, ge=100)
 
 
+LIVING_PROMPT = "Name a living thing: an animal or a plant."
+
+
+def living_thing_pairs(n: int, seed: int) -> Pairs:
+    """Comparisons with exact ground truth from WordNet: asked for a living thing, a noun whose first
+    sense is an animal or plant beats one whose first sense is an artifact (the words of the
+    ``wordnet_living`` task, each used once; rare Latin genus names make it reward knowledge)."""
+    from superalign.data import load_task
+
+    task = load_task("wordnet_living")
+    living = [t for t, y in zip(task.texts, task.labels) if y == 1]
+    artifact = [t for t, y in zip(task.texts, task.labels) if y == 0]
+    rng = np.random.default_rng(seed)
+    living = [living[i] for i in rng.permutation(len(living))]
+    artifact = [artifact[i] for i in rng.permutation(len(artifact))]
+    n = min(n, len(living), len(artifact))
+    first_living = rng.random(n) < 0.5
+    a = [living[i] if f else artifact[i] for i, f in enumerate(first_living)]
+    b = [artifact[i] if f else living[i] for i, f in enumerate(first_living)]
+    return Pairs([LIVING_PROMPT] * n, a, b, first_living.astype(float))
+
+
 def comparison_pairs(source: str, n: int, seed: int) -> Pairs:
     """Ground-truth comparisons from an offline generator or a file / hub data set."""
     from superalign.rlaif.pipeline import load_preference_rows, pairs_from_rows
@@ -52,6 +77,8 @@ def comparison_pairs(source: str, n: int, seed: int) -> Pairs:
         from superalign.rlaif.pmp import ranked_pairs, wordnet_ranked_answers
 
         return ranked_pairs(wordnet_ranked_answers(n, seed), max_pairs_per_question=1, seed=seed)
+    if source == "wordnet_living":
+        return living_thing_pairs(n, seed)
     if source == "chess":
         from superalign.data.chess import cached_move_preference_pairs
 
@@ -60,8 +87,8 @@ def comparison_pairs(source: str, n: int, seed: int) -> Pairs:
         return pairs_from_rows(load_preference_rows(source[3:], hub=True)[:n], seed)
     if Path(source).exists():
         return pairs_from_rows(load_preference_rows(source)[:n], seed)
-    raise ConfigError("data", f"'{source}' is not wordnet, chess, a file or hf:NAME",
-                      "use data: wordnet (offline default) or point at a prompt/chosen/rejected file")
+    raise ConfigError("data", f"'{source}' is not wordnet_living, wordnet, chess, a file or hf:NAME",
+                      "use data: wordnet_living (offline default) or point at a prompt/chosen/rejected file")
 
 
 def _correct(pm: PreferenceModel, pairs: Pairs) -> np.ndarray:
@@ -113,9 +140,9 @@ def run_w2s_reward(cfg: W2SRewardConfig, store: Store) -> dict[str, Any]:
             rows["ceiling"].append(_correct(strong_pm, test))
         res = metrics.pgr_bootstrap(np.stack(rows["weak"]), np.stack(rows["w2s"]), np.stack(rows["ceiling"]),
                                     n_boot=cfg.n_boot, min_gap=cfg.min_gap)
-        return {"data": cfg.data, "weak": cfg.weak.model, "strong": cfg.strong.model, "labels": cfg.labels,
+        return {"data": cfg.data, "weak_model": cfg.weak.model, "strong_model": cfg.strong.model, "labels": cfg.labels,
                 "n": {"weak_train": len(A), "strong_train": len(B), "test": len(T)},
                 "weak_label_accuracy": float(np.mean(label_acc)), **res.as_dict(),
                 "seconds": round(time.perf_counter() - t0, 1)}
 
-    return store.run("w2s-reward", inputs, compute, label="W2S reward modeling").meta["result"]
+    return store.run("w2s-reward", inputs, compute, label="W2S reward modeling", version=2).meta["result"]
