@@ -1,5 +1,6 @@
 import json
 import math
+from pathlib import Path
 from itertools import combinations
 
 import numpy as np
@@ -216,3 +217,68 @@ def test_generation_errors_name_the_field():
                      seed=1, num_return_sequences=2)
     assert [[c.text for c in o] for o in out] == [[c.text for c in o] for o in again]
     assert all(len(o) == 2 and o[0].n_tokens <= 5 for o in out)
+
+
+def test_vllm_backend_through_a_stand_in_engine(tmp_path, monkeypatch):
+    """The vLLM path (no vLLM or GPU here): backend resolution, one exported engine per set of weights,
+    sampling parameters and the mapping of vLLM's outputs onto Completions, with a stand-in module."""
+    import importlib.machinery
+    import sys
+    import types
+
+    from superalign.models import load_causal_lm
+    from superalign.rlaif import generation as g
+
+    model, tok, _ = load_causal_lm("tiny-llama")
+    cfg = g.GenerationConfig(max_new_tokens=4, backend="vllm")
+    monkeypatch.setitem(sys.modules, "vllm", None)  # not installed
+    with pytest.raises(ConfigError, match="generation.backend.*not installed"):
+        g.resolve_backend(cfg)
+    assert g.resolve_backend(g.GenerationConfig()) == "hf"  # auto falls back
+
+    made, calls = [], []
+
+    class LLM:
+        def __init__(self, model, **kw):
+            made.append(model)
+
+        def generate(self, prompts, params, use_tqdm=True):
+            calls.append(params)
+            eos = tok.eos_token_id
+            outs = []
+            for i, (p, sp) in enumerate(zip(prompts, params)):
+                ids = p["prompt_token_ids"]
+                cands = [types.SimpleNamespace(token_ids=[ids[0], ids[1], eos], finish_reason="stop"),
+                         types.SimpleNamespace(token_ids=ids[: sp.max_tokens], finish_reason="length")]
+                outs.append(types.SimpleNamespace(outputs=cands[: sp.n]))
+            return outs
+
+    fake = types.ModuleType("vllm")
+    fake.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
+    fake.LLM, fake.SamplingParams = LLM, lambda **kw: types.SimpleNamespace(**kw)
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setattr(g.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="no CUDA"):
+        g.resolve_backend(cfg)
+    monkeypatch.setattr(g.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(g.torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setenv("SUPERALIGN_HOME", str(tmp_path))
+    g._ENGINE.clear()
+    assert g.resolve_backend(g.GenerationConfig()) == "vllm"
+
+    prompts = g.render_chat(tok, [[{"role": "user", "content": "hello there"}], [{"role": "user", "content": "hi"}]])
+    out = g.generate(model, tok, prompts, cfg, seed=3, num_return_sequences=2)
+    assert [len(row) for row in out] == [2, 2]
+    first = out[0][0]
+    assert first.finished and first.n_tokens == 2  # the EOS is not counted, as with the HF backend
+    assert not out[0][1].finished and out[0][1].n_tokens == 4
+    params = calls[0]
+    assert [p.n for p in params] == [2, 2] and params[0].max_tokens == 4 and params[0].seed != params[1].seed
+    assert len(made) == 1 and (Path(made[0]) / "config.json").exists()
+    g.generate(model, tok, prompts, cfg)  # same weights: the engine is reused
+    assert len(made) == 1
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # e.g. an adapter merged in
+    g.generate(model, tok, prompts, cfg)
+    assert len(made) == 2 and made[0] != made[1]
+    g._ENGINE.clear()

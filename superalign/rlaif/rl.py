@@ -37,6 +37,9 @@ class RLConfig(BaseModel):
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
     logging_steps: int = Field(1, ge=1)
+    use_vllm: bool | None = Field(None, description="generate rollouts with vLLM through TRL (colocated); "
+                                  "None: when vLLM is installed and CUDA is there")
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
 
 
 class AdaptiveKLController:
@@ -89,6 +92,11 @@ def train_rl(model, tok, prompts: Sequence[str], score: Callable[[list[str], lis
         from trl import GRPOConfig as TRLConfig
         from trl import GRPOTrainer as TRLTrainer
 
+    from superalign.rlaif.generation import vllm_available
+
+    use_vllm = vllm_available() if cfg.use_vllm is None else cfg.use_vllm
+    vllm_args = {"use_vllm": True, "vllm_mode": "colocate",
+                 "vllm_gpu_memory_utilization": cfg.vllm_gpu_memory_utilization} if use_vllm else {}
     out_dir = Path(out_dir)
     data = Dataset.from_dict({"prompt": [[{"role": "user", "content": p}] for p in prompts]})
     batch = cfg.prompts_per_step * cfg.num_generations
@@ -97,7 +105,7 @@ def train_rl(model, tok, prompts: Sequence[str], score: Callable[[list[str], lis
         num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
         temperature=cfg.temperature, learning_rate=cfg.lr, beta=cfg.beta, logging_steps=cfg.logging_steps,
         report_to=[], save_strategy="no", seed=seed, use_cpu=not torch.cuda.is_available(),
-        bf16=torch.cuda.is_available(), disable_tqdm=False, gradient_accumulation_steps=1,
+        bf16=torch.cuda.is_available(), disable_tqdm=False, gradient_accumulation_steps=1, **vllm_args,
     )
     history: list[dict] = []
     controller = AdaptiveKLController(cfg.beta, cfg.target_kl, cfg.kl_horizon) if cfg.target_kl else None
