@@ -1,7 +1,7 @@
 import json
 import math
-from pathlib import Path
 from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 import pytest
