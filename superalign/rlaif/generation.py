@@ -110,7 +110,7 @@ def generate(model, tok, prompts: Sequence[str], cfg: GenerationConfig, *, seed:
     enc = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
     _check_lengths(enc, model, cfg, field)
     if resolve_backend(cfg) == "vllm":
-        return _generate_vllm(model, tok, enc, cfg, seed=seed, n=num_return_sequences, desc=desc)
+        return _generate_vllm(model, tok, enc, cfg, seed=seed, n=num_return_sequences)  # vLLM draws its own bar
     return _generate_hf(model, tok, enc, cfg, seed=seed, num_return_sequences=num_return_sequences, desc=desc)
 
 
@@ -189,8 +189,7 @@ def _vllm_engine(model, tok, cfg: GenerationConfig):
     return llm
 
 
-def _generate_vllm(model, tok, enc: list[list[int]], cfg: GenerationConfig, *, seed: int, n: int,
-                   desc: str) -> list[list[Completion]]:
+def _generate_vllm(model, tok, enc: list[list[int]], cfg: GenerationConfig, *, seed: int, n: int) -> list[list[Completion]]:
     import vllm
 
     llm = _vllm_engine(model, tok, cfg)

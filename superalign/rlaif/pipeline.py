@@ -450,8 +450,8 @@ def load_preference_rows(path: str, hub: bool = False) -> list[dict]:
     """``prompt``/``chosen``/``rejected`` rows from a local file or a hub data set.
 
     Reads TRL's preference formats: explicit or implicit prompt (``chosen``/``rejected`` that share
-    it as a prefix, as in Anthropic/hh-rlhf; split off by ``trl.data_utils.maybe_extract_prompt``),
-    standard strings or conversational lists of messages (flattened to text).
+    it as a prefix, as in Anthropic/hh-rlhf: split off by TRL's ``extract_prompt``, at a word
+    boundary for strings), standard strings or conversational lists of messages (flattened to text).
     """
     import pandas as pd
     from trl.data_utils import maybe_extract_prompt
