@@ -47,11 +47,14 @@ def pgr(weak: float, w2s: float, ceiling: float) -> float:
 
 @dataclass
 class Interval:
+    """A point estimate with a confidence interval (``low``, ``high``)."""
+
     value: float
     low: float
     high: float
 
     def fmt(self, pct: bool = False, digits: int = 3) -> str:
+        """``value [low, high]``; ``pct`` prints percentages with one decimal; ``n/a`` when undefined."""
         if not np.isfinite(self.value):
             return "n/a"
         f = (lambda x: f"{100 * x:.1f}") if pct else (lambda x: f"{x:.{digits}f}")
@@ -59,6 +62,48 @@ class Interval:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Interval":
+        return cls(float(d["value"]), float(d["low"]), float(d["high"]))
+
+    def excludes(self, null: float) -> bool:
+        """Whether the interval lies entirely on one side of ``null`` (the CI decides, not the point)."""
+        return bool(np.isfinite(self.low) and np.isfinite(self.high) and (self.low > null or self.high < null))
+
+
+def fmt_interval(d: "Interval | dict | None", pct: bool = False, digits: int = 3) -> str:
+    """The one interval formatter: an :class:`Interval` or its ``as_dict()`` form, ``n/a`` for None/empty."""
+    if not d:
+        return "n/a"
+    iv = d if isinstance(d, Interval) else Interval.from_dict(d)
+    return iv.fmt(pct=pct, digits=digits)
+
+
+def interval_from_boots(point: float, boots: np.ndarray, level: float = 0.95) -> Interval:
+    """Percentile interval of the finite bootstrap replicates around ``point`` (NaN bounds if none are finite)."""
+    finite = np.asarray(boots, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if len(finite) == 0 or not np.isfinite(point):
+        return Interval(float(point), float("nan"), float("nan"))
+    a = (1 - level) / 2
+    return Interval(float(point), float(np.quantile(finite, a)), float(np.quantile(finite, 1 - a)))
+
+
+def bootstrap_ci(stat, n: int, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                 point: float | None = None) -> Interval:
+    """The one bootstrap CI helper: ``stat(idx) -> float`` on ``n_boot`` resamples of indices ``0..n-1``.
+
+    The same index set is passed for every array ``stat`` reads, so paired quantities (two models
+    scored on the same examples, both members of a pair) move together. ``point`` defaults to
+    ``stat(arange(n))``.
+    """
+    if n <= 0:
+        return Interval(float("nan"), float("nan"), float("nan"))
+    idx = bootstrap_indices(n, n_boot, seed)
+    boots = np.array([stat(i) for i in idx], dtype=float)
+    value = float(stat(np.arange(n))) if point is None else float(point)
+    return interval_from_boots(value, boots, level)
 
 
 def bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:

@@ -24,11 +24,9 @@ Needs the PyPI package ``chess`` (``pip install 'superalign[chess]'``) and the D
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import threading
-import uuid
 import weakref
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
@@ -40,6 +38,7 @@ import numpy as np
 from superalign.data.registry import register_task
 from superalign.data.task import TaskData
 from superalign.errors import AssetMissingError, ConfigError, DataError
+from superalign.io import read_jsonl, write_jsonl_atomic  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:  # pragma: no cover
     import chess
@@ -486,35 +485,6 @@ def _options_key(options: dict[str, Any]) -> str:
     from superalign.store.store import canonical_json
 
     return hashlib.sha256(canonical_json(options).encode()).hexdigest()[:20]
-
-
-def write_jsonl_atomic(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
-    """Write ``rows`` as JSON lines to ``path`` through a temp file and ``os.replace`` (readers never see half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The rows of a JSON-lines file (blank lines skipped); a :class:`DataError` names the bad line."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{i}", f"is not valid JSON ({exc.msg})",
-                                    "delete the file so it is regenerated, or fix that line") from None
-    return rows
 
 
 CANDIDATE_TEXT = "Position (FEN): {fen}\nCandidate move: {san}"

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
+from superalign.io import write_bytes_atomic, write_json_atomic  # noqa: F401  (re-exported: stages import them from here)
+
 log = logging.getLogger("superalign.store")
 
 META = "meta.json"
@@ -225,19 +227,6 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to ``path`` through a temp file and a rename, so readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
-    os.replace(tmp, path)
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def default_store_root() -> Path:
