@@ -62,6 +62,30 @@ def test_rerun_is_fully_cached(tiny_run):
     assert json.dumps(again.summary["eval"]["win_rates"]) == json.dumps(res.summary["eval"]["win_rates"])
 
 
+def test_run_releases_its_models(tiny_run, monkeypatch):
+    import gc
+    import weakref
+
+    from superalign.models import cache as mc
+    from superalign.rlaif import pipeline as pl
+
+    cfg, res, root = tiny_run
+    refs = []
+    real = pl.load_backbone
+
+    def recording(*a, **k):
+        out = real(*a, **k)
+        refs.append(weakref.ref(out[0]))
+        return out
+
+    monkeypatch.setattr(pl, "load_backbone", recording)
+    run_rlaif(cfg, store=Store(root / "store"))  # all cached, but the PM backbone still loads to score
+    assert refs, "expected the cached run to load the PM backbone"
+    gc.collect()
+    assert all(r() is None for r in refs), "a model outlived run_rlaif"
+    assert mc.active_cache() is mc.process_cache() and len(mc.process_cache()) == 0
+
+
 def test_pmp_and_data_efficiency(tmp_path):
     from superalign.assets import locate
 

@@ -21,7 +21,6 @@ Use from Python::
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import random
@@ -36,6 +35,7 @@ import yaml
 
 from superalign.errors import ConfigError
 from superalign.metrics import mean_ci
+from superalign.models.cache import ModelCache, active_cache, model_scope
 from superalign.models.loading import load_backbone, load_causal_lm, model_identity, model_notes
 from superalign.rlaif import evaluate as ev
 from superalign.rlaif.config import RLAIFConfig
@@ -113,15 +113,18 @@ def policy_prompts_from_pairs(prompts: list[str], n_eval: int, seed: int) -> tup
 # -- models -------------------------------------------------------------------------------------
 
 class Models:
-    """Loads each model once; policies are the base model with adapters merged in."""
+    """The chain's models through one :class:`~superalign.models.cache.ModelCache` (by default the active
+    scope's: :func:`run_rlaif` opens one, so a run's models are released when it ends). Policies are fresh
+    copies of the base model with adapters merged in."""
 
-    def __init__(self, cfg: RLAIFConfig):
+    def __init__(self, cfg: RLAIFConfig, cache: ModelCache | None = None):
         self.cfg = cfg
+        self.cache = cache if cache is not None else active_cache()
         self.pm_features: dict = {}  # shared by every PreferenceModel built here (one backbone, one config)
 
-    @functools.lru_cache(maxsize=None)
     def base(self):
-        return load_causal_lm(self.cfg.policy)
+        """(causal LM, tokenizer, info) of the policy model; shared, so never trained in place."""
+        return self.cache.get(("causal_lm", self.cfg.policy, False, False), lambda: load_causal_lm(self.cfg.policy))
 
     def policy(self, adapters: tuple[str, ...] = ()):
         """A fresh copy of the policy with ``adapters`` (directories) merged in order."""
@@ -136,16 +139,20 @@ class Models:
         model.eval()
         return model, tok
 
-    @functools.lru_cache(maxsize=None)
     def feedback(self):
-        model, tok, _ = load_causal_lm(self.cfg.feedback.model)
+        name = self.cfg.feedback.model
+        model, tok, _ = self.cache.get(("causal_lm", name, False, False), lambda: load_causal_lm(name))
         return model, tok
 
-    @functools.lru_cache(maxsize=None)
     def pm_backbone(self):
-        model, tok, info = load_backbone(self.cfg.pm.model)
-        model.requires_grad_(False)
-        return model, tok, info
+        name = self.cfg.pm.model
+
+        def load():
+            model, tok, info = load_backbone(name)
+            model.requires_grad_(False)
+            return model, tok, info
+
+        return self.cache.get(("backbone", name, True, False), load)
 
     def labeller(self) -> Labeller:
         model, tok = self.feedback()
@@ -180,9 +187,14 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 def run_rlaif(cfg: RLAIFConfig, *, out_dir: str | Path | None = None, store: Store | None = None) -> RLAIFResult:
     """Run (or resume) the chain; every stage is cached in ``store``."""
+    with model_scope(name="rlaif") as cache:  # the run's models are released when it returns
+        return _run_rlaif(cfg, out_dir=out_dir, store=store, cache=cache)
+
+
+def _run_rlaif(cfg: RLAIFConfig, *, out_dir: str | Path | None, store: Store | None, cache: ModelCache) -> RLAIFResult:
     t0 = time.perf_counter()
     store = store or Store(default_store_root())
-    models = Models(cfg)
+    models = Models(cfg, cache)
     constitution = load_constitution(cfg.constitution)
     ps = load_prompt_set(cfg.prompts)
     split = split_prompts(ps, {"eval": cfg.eval.n_prompts, "slcai": cfg.slcai.n_prompts,

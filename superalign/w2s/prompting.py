@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import numpy as np
 
 from superalign.data.task import TaskData
-from superalign.models.loading import load_causal_lm, model_identity
+from superalign.models.cache import causal_lm
+from superalign.models.loading import model_identity
 from superalign.models.scoring import verbalizer_logprobs
 from superalign.store.store import Store
 from superalign.w2s.config import PromptingConfig
@@ -30,9 +30,9 @@ def build_prompts(task: TaskData, test: np.ndarray, demos: np.ndarray) -> list[s
     return [prefix + task.render_prompt(i) for i in test]
 
 
-@functools.lru_cache(maxsize=2)
 def _lm(name: str):
-    return load_causal_lm(name)
+    """The prompted LM through the active model cache (a run's scope, or the small process-wide cache)."""
+    return causal_lm(name)
 
 
 def score_prompting(store: Store, task: TaskData, cfg: PromptingConfig, test: np.ndarray, pool: np.ndarray,

@@ -18,6 +18,7 @@ import torch
 
 from superalign.data.task import TaskData
 from superalign.errors import ConfigError
+from superalign.models.cache import ModelCache
 from superalign.models.classifier import Classifier, Encoded, encode, hidden_size, resolve_pooling
 from superalign.models.features import extract_features
 from superalign.models.loading import load_backbone, model_identity
@@ -63,17 +64,20 @@ def load_array(path: Path) -> np.ndarray:
 
 @dataclass
 class ModelPool:
-    """Loads each backbone once per process; training works on deep copies."""
+    """Loads each backbone once (a :class:`~superalign.models.cache.ModelCache`, unbounded unless
+    given one); training works on deep copies."""
 
-    loaded: dict[str, tuple] = field(default_factory=dict)
+    cache: ModelCache = field(default_factory=lambda: ModelCache(None, name="w2s"))
 
     def get(self, cfg: ModelConfig):
-        if cfg.model not in self.loaded:
+        def load():
             log.info("loading model %s", cfg.model)
             model, tok, info = load_backbone(cfg.model, trust_remote_code=cfg.trust_remote_code)
             model.requires_grad_(False)  # the pristine copy is never trained; regimes copy what they train
-            self.loaded[cfg.model] = (model, tok, info)
-        return self.loaded[cfg.model]
+            return model, tok, info
+
+        # the key of superalign.models.cache.backbone(frozen=True), so a pool over a shared cache shares its models
+        return self.cache.get(("backbone", cfg.model, True, cfg.trust_remote_code), load)
 
 
 @dataclass

@@ -353,14 +353,14 @@ _MAX_POOLED_MODELS = 3
 
 
 def _worker_pool():
-    """The process's model pool: backbones loaded by one cell serve the next ones (bounded)."""
+    """The process's model pool: backbones loaded by one cell serve the next ones (bounded, least recently used
+    dropped first)."""
     global _WORKER_POOL
+    from superalign.models.cache import ModelCache
     from superalign.w2s.stages import ModelPool
 
     if _WORKER_POOL is None:
-        _WORKER_POOL = ModelPool()
-    while len(_WORKER_POOL.loaded) > _MAX_POOLED_MODELS:
-        _WORKER_POOL.loaded.pop(next(iter(_WORKER_POOL.loaded)))
+        _WORKER_POOL = ModelPool(ModelCache(_MAX_POOLED_MODELS, name="sweep-worker"))
     return _WORKER_POOL
 
 
