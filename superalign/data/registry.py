@@ -81,6 +81,56 @@ def load_task(name: str, *, max_examples: int | None = None, seed: int = 0, **op
     return task
 
 
+def check_task(name: str, field: str = "task") -> None:
+    """Check, without reading the rows, that ``name`` can be loaded; raise an error naming ``field`` and the fix.
+
+    A registered task needs its offline asset; a local file must exist; an ``hf:`` data set must be
+    in the local cache when the hub is off (``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``) and on the
+    hub otherwise.
+    """
+    _load_builtin()
+    from superalign.data import files
+    from superalign.errors import DataError
+
+    if not isinstance(name, str) or not name.strip():
+        raise UnknownNameError(field, str(name), list(TASKS), "give a registered task, a local file or hf:OWNER/NAME")
+    if name in TASKS:
+        spec = TASKS[name]
+        if spec.asset:
+            from superalign.assets import require
+
+            require(spec.asset, f"{field} '{name}'")
+        return
+    path = Path(name).expanduser()
+    if path.suffix.lower() in files.SUFFIXES or path.exists():
+        if not path.is_file():
+            raise DataError(field, f"file '{name}' does not exist",
+                            f"give the path of an existing {'/'.join(sorted(files.SUFFIXES))} file with text,label "
+                            "columns, or a registered task (superalign tasks list)")
+        return
+    if name.startswith("hf:") or "/" in name:
+        repo = name.removeprefix("hf:")
+        if hub_dataset_cached(repo):
+            return
+        from superalign.models.loading import check_hub_id
+
+        check_hub_id(repo, field, "dataset", offline_vars=("HF_DATASETS_OFFLINE",))
+        return
+    raise UnknownNameError(field, name, list(TASKS), "use a registered task (superalign tasks list), a path to a "
+                           ".csv/.jsonl/.parquet file with text,label columns, or a Hugging Face data set as "
+                           "hf:OWNER/NAME")
+
+
+def hub_dataset_cached(repo: str) -> bool:
+    """Whether the ``datasets`` library has prepared ``repo`` in its own cache (``HF_DATASETS_CACHE``)."""
+    try:
+        from datasets import config
+    except ImportError:
+        return False
+    root = Path(config.HF_DATASETS_CACHE)
+    return (root / repo.replace("/", "___")).is_dir()
+
+
 def balanced_subsample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     """``n`` indices, as close to class-balanced as the data allows, in a seeded order."""
     rng = np.random.default_rng(seed)

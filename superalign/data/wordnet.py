@@ -55,9 +55,10 @@ def sense_counts(wordnet_dir: str) -> Counter:
     counts: Counter = Counter()
     path = Path(wordnet_dir) / "cntlist.rev"
     if path.exists():
-        for line in open(path, encoding="latin-1"):
-            key, _, count = line.split()
-            counts[key.split("%")[0].lower()] += int(count)
+        with open(path, encoding="latin-1") as f:
+            for line in f:
+                key, _, count = line.split()
+                counts[key.split("%")[0].lower()] += int(count)
     return counts
 
 

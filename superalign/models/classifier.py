@@ -8,13 +8,11 @@ encoders on the mean over tokens (how sentence encoders such as MiniLM were trai
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Literal, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-
-Pooling = Literal["auto", "last", "mean", "first"]
 
 
 def resolve_pooling(pooling: str, arch: str) -> str:

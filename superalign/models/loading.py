@@ -33,7 +33,6 @@ class ModelInfo:
     source: str  # the path or hub id it was loaded from
     arch: str  # encoder | decoder
     params_m: float
-    quantised_source: bool = False  # weights were 4-bit GGUF, dequantised
 
     def key(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source}
@@ -58,6 +57,158 @@ def resolve(name: str) -> tuple[str, ModelSpec | None]:
         if locate(spec.asset) is not None:
             return str(offline_dir(spec)), spec
     return spec.hf_id, spec
+
+
+_TRUE = {"1", "on", "yes", "true"}
+
+
+def hub_offline(*extra_vars: str) -> bool:
+    """Whether the Hugging Face hub is switched off (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``, read now)."""
+    return any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+                                                                         *extra_vars))
+
+
+def hub_cached(repo_id: str, repo_type: str = "model") -> bool:
+    """Whether ``repo_id`` has a downloaded snapshot in the local Hugging Face hub cache."""
+    from huggingface_hub import constants
+
+    snapshots = Path(constants.HF_HUB_CACHE) / f"{repo_type}s--{repo_id.replace('/', '--')}" / "snapshots"
+    return snapshots.is_dir() and any(snapshots.iterdir())
+
+
+def hub_exists(repo_id: str, repo_type: str = "model") -> bool | None:
+    """Whether the hub has ``repo_id`` (``None``: the hub could not be asked, e.g. no network)."""
+    try:
+        from huggingface_hub import HfApi
+
+        return bool(HfApi().repo_exists(repo_id, repo_type=repo_type))
+    except Exception as exc:  # network errors, bad ids: the caller falls back on the cache
+        log.debug("could not ask the hub about %s: %s", repo_id, exc)
+        return None
+
+
+def check_hub_id(repo_id: str, field: str, repo_type: str = "model", offline_vars: tuple[str, ...] = ()) -> None:
+    """Raise :class:`UnknownNameError` unless ``repo_id`` can be loaded: offline it must be in the local
+    cache; online it must exist on the hub (or, when the hub cannot be reached, be cached)."""
+    what = "model" if repo_type == "model" else "data set"
+    if hub_offline(*offline_vars):
+        if hub_cached(repo_id, repo_type):
+            return
+        instead = ("give a local directory, or use an installed zoo name (superalign models list)"
+                   if repo_type == "model" else "give a local .csv/.jsonl/.parquet file, or a registered task "
+                   "(superalign tasks list)")
+        raise UnknownNameError(field, repo_id, [] if repo_type != "model" else list(ZOO),
+                               f"the hub is off ({'/'.join(('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE', *offline_vars))}) "
+                               f"and '{repo_id}' is not in the local cache ({_cache_dir()}): download the {what} once "
+                               f"with the hub on, {instead}")
+    exists = hub_exists(repo_id, repo_type)
+    if exists or (exists is None and hub_cached(repo_id, repo_type)):
+        return
+    problem = "is not on the Hugging Face hub" if exists is False else "cannot be checked (the hub is unreachable) " \
+                                                                    "and is not in the local cache"
+    instead = ("give a local directory, or use a zoo name (superalign models list)" if repo_type == "model"
+               else "give a local .csv/.jsonl/.parquet file, or a registered task (superalign tasks list)")
+    raise UnknownNameError(field, repo_id, [] if repo_type != "model" else list(ZOO),
+                           f"'{repo_id}' {problem}: check the spelling (owner/name), {instead}; set HF_HUB_OFFLINE=1 "
+                           "to use cached copies only")
+
+
+def _cache_dir() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def check_model(name: str, field: str = "model") -> None:
+    """Check, without loading anything, that ``name`` can be loaded; raise an error naming ``field`` and the fix.
+
+    A zoo name is fine when random-initialised or when its offline asset is installed (else its hub
+    id is checked); a local directory must hold a ``config.json``; anything else is a hub id, checked
+    in the local cache when the hub is off (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``) and on the
+    hub otherwise.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise UnknownNameError(field, str(name), list(ZOO), "give a zoo name, a Hugging Face id or a local directory")
+    try:
+        source, spec = resolve(name)
+    except UnknownNameError as exc:  # a bare unknown name: say which field holds it
+        raise UnknownNameError(field, name, exc.known, str(exc).split("Fix: ", 1)[-1]) from None
+    if spec is not None and spec.random_init:
+        return
+    if spec is not None and source != spec.hf_id:
+        return  # an installed offline asset
+    path = Path(source).expanduser()
+    if not path.exists() and source.startswith((".", "/", "~")):
+        raise UnknownNameError(field, name, list(ZOO), f"directory '{path}' does not exist: give an existing model "
+                               "directory, a zoo name (superalign models list) or a Hugging Face id owner/name")
+    if path.exists():
+        if path.is_dir() and (path / "config.json").exists():
+            return
+        raise UnknownNameError(field, name, list(ZOO),
+                               f"'{path}' exists but is not a model directory (no config.json): point at a directory "
+                               "written by save_pretrained")
+    if spec is not None and spec.asset:
+        try:
+            check_hub_id(source, field)
+        except UnknownNameError:
+            raise UnknownNameError(field, name, list(ZOO),
+                                   f"its offline weights are not installed and its hub id '{spec.hf_id}' cannot be "
+                                   f"loaded here: run `superalign assets install {spec.asset}`") from None
+        return
+    check_hub_id(source, field)
+
+
+def config_names(tree: Any, prefix: str = "") -> list[tuple[str, str, str]]:
+    """Every (field, kind, name) a config dump names: kind ``model`` for keys ``model``, ``policy`` and
+    ``*_model``; ``task`` for ``task``; ``file``/``dataset`` for a ``{source: file|hub, path: ...}`` pair."""
+    out: list[tuple[str, str, str]] = []
+    if isinstance(tree, dict):
+        if tree.get("source") in ("file", "hub") and isinstance(tree.get("path"), str):
+            out.append((f"{prefix}path", "file" if tree["source"] == "file" else "dataset", tree["path"]))
+        for key, value in tree.items():
+            field = f"{prefix}{key}"
+            if isinstance(value, str):
+                if key in ("model", "policy") or str(key).endswith("_model"):
+                    out.append((field, "model", value))
+                elif key == "task":
+                    out.append((field, "task", value))
+            else:
+                out += config_names(value, field + ".")
+    elif isinstance(tree, (list, tuple)):
+        for i, value in enumerate(tree):
+            out += config_names(value, f"{prefix.rstrip('.')}[{i}].")
+    return out
+
+
+def check_names(config: Any, only: list[str] | None = None) -> None:
+    """Check every model, task and data file a config names before any stage runs.
+
+    ``config`` is a pydantic config or its dump; ``only`` restricts the check to those top-level
+    sections (e.g. the measurements an oversight run will run) plus top-level string fields.
+    Raises the first :class:`~superalign.errors.SuperalignError` found, naming the field and the fix.
+    """
+    from superalign.data.registry import check_task
+
+    data = config.model_dump(mode="json") if hasattr(config, "model_dump") else dict(config)
+    if only is not None:
+        data = {k: v for k, v in data.items() if k in only or not isinstance(v, (dict, list))}
+    seen: set[tuple[str, str]] = set()
+    for field, kind, name in config_names(data):
+        if (kind, name) in seen:
+            continue
+        seen.add((kind, name))
+        if kind == "model":
+            check_model(name, field)
+        elif kind == "task":
+            check_task(name, field)
+        elif kind == "file":
+            if not Path(name).expanduser().is_file():
+                from superalign.errors import DataError
+
+                raise DataError(field, f"file '{name}' does not exist", "give the path of an existing JSONL/CSV/Parquet "
+                                "file with prompt, chosen and rejected columns")
+        else:
+            check_task(f"hf:{name.removeprefix('hf:')}", field)
 
 
 def model_identity(name: str) -> dict[str, Any]:
@@ -178,8 +329,7 @@ def _random_config(spec: ModelSpec, vocab_size: int):
 
 def _info(name: str, source: str, spec: ModelSpec | None, model: torch.nn.Module, arch: str) -> ModelInfo:
     params = spec.params_m if spec else sum(p.numel() for p in model.parameters()) / 1e6
-    return ModelInfo(name=name, source=source, arch=arch, params_m=round(params, 1),
-                     quantised_source=bool(spec and spec.gguf and source != spec.hf_id))
+    return ModelInfo(name=name, source=source, arch=arch, params_m=round(params, 1))
 
 
 def _arch_of(config) -> str:

@@ -8,8 +8,6 @@ from typing import Sequence
 
 import numpy as np
 
-from superalign.metrics import Interval, mean_ci
-
 
 def best_of_n_kl(n: int) -> float:
     """Analytic KL(best-of-n || policy) = log n - (n - 1) / n (Stiennon et al., 2020)."""
@@ -52,11 +50,6 @@ def best_of_n_curve(proxy: np.ndarray, ns: Sequence[int], gold: np.ndarray | Non
             row["gold"] = float((gold_sorted * weights).sum(1).mean())
         rows.append(row)
     return rows
-
-
-def win_rate(p_win: np.ndarray, n_boot: int = 1000, seed: int = 0) -> Interval:
-    """Mean of per-prompt win indicators (1 win, 0.5 tie, 0 loss) with a bootstrap CI over prompts."""
-    return mean_ci(np.asarray(p_win, dtype=float), n_boot=n_boot, seed=seed)
 
 
 def wins_from_preferences(p_first: np.ndarray) -> np.ndarray:
@@ -113,12 +106,17 @@ def distinct_n(texts: Sequence[str], n: int = 2) -> float:
 
 
 def judge_disagreements(win_rates: dict[str, dict[str, dict]]) -> list[str]:
-    """Comparisons where the PM's 95% CI puts the first policy ahead and the labeller's does not
-    (its CI reaching 0.5 or below): the preference model rewards something the labeller does not."""
+    """Comparisons ``"x|y"`` where the PM's 95% CI puts x ahead (its low end above 0.5) and the
+    labeller's CI does not (its low end at 0.5 or below): the preference model rewards something in
+    x that the labeller does not confirm, a sign of reward hacking.
+
+    A labeller CI wholly above 0.5 is agreement, however much lower than the PM's it lies (the two
+    judges are on different scales); it is never flagged.
+    """
     out = []
     for key, judges in win_rates.items():
         pm, lab = judges.get("pm"), judges.get("labeller")
-        if pm and lab and pm["low"] > 0.5 and lab["high"] < pm["low"]:
+        if pm and lab and pm["low"] > 0.5 and lab["low"] <= 0.5:
             out.append(key)
     return out
 

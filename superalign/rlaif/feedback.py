@@ -10,11 +10,15 @@ For a prompt and two responses the feedback model reads::
     (B) <second response>
     The answer is:
 
-and we read the log-probabilities of " (A)" and " (B)" in one forward pass (the options share
-" (", so the next-token distribution after it holds both), normalise them into P(A), evaluate the
-swapped ordering too and average P(first response) over both orderings (cancelling position
-bias) and over several sampled principles. Chain-of-thought mode lets the model reason first and
-clamps its (overconfident) probabilities, e.g. to [0.4, 0.6].
+What is scored: the tokens the two options " (A)" and " (B)" share (" (" for most tokenizers) are
+appended to the prompt, and one forward pass gives the next-token log-probabilities of the first
+token where the options differ (the "A" token and the "B" token); nothing after it (")") is
+scored, and log P(" (" | prompt) is common to both and cancels. The two are normalised into
+P(A) = softmax over {A, B}. When the options do not split on one token, or with ``naive=True``,
+the summed log-probability of every token of " (A)" and of " (B)" is scored instead (one pass
+per option). We evaluate the swapped ordering too and average P(first response) over both
+orderings (cancelling position bias) and over several sampled principles. Chain-of-thought mode
+lets the model reason first and clamps its (overconfident) probabilities, e.g. to [0.4, 0.6].
 """
 
 from __future__ import annotations
@@ -110,7 +114,9 @@ class Labeller:
         return [p + " Let's think step by step: " + r[0].text + "\nTherefore, the answer is:" for p, r in zip(prompts, reasoning)]
 
     def p_a(self, texts: list[str], naive: bool = False) -> np.ndarray:
-        """P("(A)") for each fully built comparison prompt."""
+        """P(A) for each fully built comparison prompt: the softmax over the log-probabilities of the
+        first token where " (A)" and " (B)" differ, after their shared tokens (``naive``: of the
+        whole of " (A)" and " (B)")."""
         if self.cfg.cot:
             texts = self._cot(texts)
         fn = continuation_logprobs if naive else choice_logprobs

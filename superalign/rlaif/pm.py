@@ -154,7 +154,7 @@ class PreferenceModel:
         feats = torch.from_numpy(self.features(uniq))
         return feats, np.array([pos[t] for t in ta]), np.array([pos[t] for t in tb])
 
-    def fit(self, pairs: Pairs, *, seed: int = 0, epochs: int | None = None, val: Pairs | None = None,
+    def fit(self, pairs: Pairs, *, seed: int = 0, epochs: int | None = None,
             init_from_scratch: bool = False) -> list[dict]:
         """Train (or keep training) the head on ``pairs``; returns the training curve."""
         feats, ia, ib = self._pair_data(pairs)

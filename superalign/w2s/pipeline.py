@@ -63,6 +63,9 @@ class W2SResult:
 def run_w2s(config: W2SConfig, *, out_dir: str | Path | None = None, store: Store | None = None,
             pool: ModelPool | None = None) -> W2SResult:
     """Run (or resume) a W2S experiment; every stage is cached in ``store``."""
+    from superalign.models.loading import check_names
+
+    check_names(config)  # every model and task name, before any stage runs
     t0 = time.perf_counter()
     store = store or Store(default_store_root())
     task = load_task(config.task, max_examples=config.max_examples, seed=config.split_seed, **config.task_options)
