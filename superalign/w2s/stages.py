@@ -150,7 +150,7 @@ class Stages:
     ) -> "Trained":
         """Train ``cfg.model`` on ``labels`` and predict class probabilities on ``predict_on``."""
         loss = loss or LossConfig()
-        train_cfg = TrainConfig.model_validate(cfg.model_dump(exclude={"model", "trust_remote_code"}))
+        train_cfg = cfg.train_config()
         val_gt = self.task.labels[val.idx] if val is not None else None
         inputs: dict[str, Any] = {
             "model": model_identity(cfg.model), "train": train_cfg.model_dump(), "task": self.task_fp,
