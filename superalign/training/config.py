@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Regime = Literal["probe", "head", "last_k", "lora", "full"]
 
@@ -68,6 +68,17 @@ class LossConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Literal["xent", "logconf"] = "xent"
+    name: str = Field("xent", description="a registered loss (superalign.training.losses: xent, logconf, or one "
+                                          "added with @register_loss)")
     aux_weight: float = Field(0.5, ge=0, le=1, description="final weight of the student's own hardened predictions")
     aux_warmup: float = Field(0.2, ge=0, le=1, description="fraction of training over which the weight warms up")
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        from superalign.training.losses import LOSSES
+
+        if v not in LOSSES:
+            raise ValueError(f"unknown loss '{v}'; registered losses: {', '.join(sorted(LOSSES))} "
+                             "(add one with @superalign.training.losses.register_loss)")
+        return v

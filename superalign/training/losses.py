@@ -1,13 +1,74 @@
-"""Losses for training on (possibly soft, possibly weak) labels.
+"""Losses for training on (possibly soft, possibly weak) labels, and the loss registry.
 
 All take logits (B, K) and target distributions (B, K) whose rows sum to one. Hard labels are
 one-hot targets, so one code path serves ground truth, soft weak labels and hard weak labels.
+
+Adding a loss is one decorated function, in any module imported before the config is validated::
+
+    from superalign.training.losses import register_loss
+
+    @register_loss("my-loss", description="what it does")
+    def my_loss(logits, targets, cfg, step, total_steps):
+        return ...  # a scalar tensor
+
+and a W2S method selects it with ``loss: {name: my-loss}``. ``cfg`` is the
+:class:`~superalign.training.config.LossConfig`; ``step`` and ``total_steps`` are the optimizer
+step and the run's total (for warm-ups).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from superalign.training.config import LossConfig
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, "LossConfig", int, int], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    name: str
+    description: str
+    fn: LossFn
+
+
+LOSSES: dict[str, LossSpec] = {}
+
+
+def register_loss(name: str, *, description: str = ""):
+    """Decorator: register ``fn(logits, targets, cfg, step, total_steps) -> scalar tensor`` under ``name``."""
+
+    def wrap(fn: LossFn) -> LossFn:
+        LOSSES[name] = LossSpec(name, description or (fn.__doc__ or "").strip().split("\n")[0], fn)
+        return fn
+
+    return wrap
+
+
+def list_losses() -> list[LossSpec]:
+    return [LOSSES[k] for k in sorted(LOSSES)]
+
+
+def get_loss(name: str) -> LossSpec:
+    """The registered loss ``name`` (an :class:`~superalign.errors.UnknownNameError` listing the others if absent)."""
+    if name not in LOSSES:
+        from superalign.errors import UnknownNameError
+
+        raise UnknownNameError("loss.name", name, list(LOSSES),
+                               "use a registered loss or register one with @register_loss")
+    return LOSSES[name]
+
+
+def compute_loss(cfg: "LossConfig", logits: torch.Tensor, targets: torch.Tensor, step: int,
+                 total_steps: int) -> torch.Tensor:
+    """The loss ``cfg.name`` on one batch, at optimizer step ``step`` of ``total_steps``."""
+    return get_loss(cfg.name).fn(logits, targets, cfg, step, total_steps)
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -19,17 +80,21 @@ def harden_predictions(probs: torch.Tensor, target_prior: torch.Tensor | None = 
     """One-hot hardened predictions.
 
     For two classes with ``target_prior`` (the batch's mean target), the threshold is adaptive as
-    in Burns et al. (2023): the ``1 - prior`` quantile of P(class 1), so the hardened batch has the
-    same share of positives as the labels it learns from. Otherwise, argmax.
+    in Burns et al. (2023): the hardened batch holds exactly ``k = round(prior_1 * B)`` positives,
+    the ``k`` examples with the highest P(class 1) (ties broken by position, so exactly ``k`` even
+    when probabilities are equal). ``k = 0`` (weak labels with no positives) gives no positives and
+    ``k = B`` gives all. Otherwise, argmax.
     """
-    k = probs.shape[-1]
-    if k == 2 and target_prior is not None:
+    n_classes = probs.shape[-1]
+    if n_classes == 2 and target_prior is not None:
         p1 = probs[:, 1]
-        threshold = torch.quantile(p1, 1.0 - float(target_prior[1].clamp(0.0, 1.0)))
-        hard = (p1 >= threshold).long()
+        k = int(round(float(target_prior[1].clamp(0.0, 1.0)) * p1.shape[0]))
+        hard = torch.zeros(p1.shape[0], dtype=torch.long, device=probs.device)
+        if k > 0:
+            hard[torch.argsort(p1, descending=True, stable=True)[:k]] = 1
     else:
         hard = probs.argmax(-1)
-    return F.one_hot(hard, k).to(probs.dtype)
+    return F.one_hot(hard, n_classes).to(probs.dtype)
 
 
 def aux_weight_at(step: int, total_steps: int, max_weight: float, warmup_frac: float) -> float:
@@ -47,3 +112,17 @@ def logconf_loss(logits: torch.Tensor, targets: torch.Tensor, aux_weight: float)
     hardened = harden_predictions(probs, targets.mean(0))
     mixed = (1.0 - aux_weight) * targets + aux_weight * hardened
     return soft_cross_entropy(logits, mixed)
+
+
+# -- registered losses ---------------------------------------------------------------------------
+
+@register_loss("xent", description="cross-entropy to the (soft or hard) targets")
+def _xent(logits: torch.Tensor, targets: torch.Tensor, cfg: "LossConfig", step: int, total_steps: int) -> torch.Tensor:
+    return soft_cross_entropy(logits, targets)
+
+
+@register_loss("logconf", description="auxiliary confidence loss (Burns et al., 2023): weak labels mixed with the "
+                                      "student's hardened predictions, weight aux_weight warmed up over aux_warmup")
+def _logconf(logits: torch.Tensor, targets: torch.Tensor, cfg: "LossConfig", step: int,
+             total_steps: int) -> torch.Tensor:
+    return logconf_loss(logits, targets, aux_weight_at(step, total_steps, cfg.aux_weight, cfg.aux_warmup))

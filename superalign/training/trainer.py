@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from superalign.errors import TrainingError
 from superalign.models.classifier import Encoded, collate
 from superalign.training.config import LossConfig, TrainConfig
-from superalign.training.losses import aux_weight_at, logconf_loss, soft_cross_entropy
+from superalign.training.losses import compute_loss
 
 log = logging.getLogger("superalign.training")
 
@@ -216,11 +216,8 @@ def fit(
             tgt = targets_t[torch.as_tensor(pos)].to(logits.device)
             if loss_fn is not None:
                 value = loss_fn(logits, tgt)
-            elif loss.name == "logconf":
-                w = aux_weight_at(state.step, total, loss.aux_weight, loss.aux_warmup)
-                value = logconf_loss(logits, tgt, w)
-            else:
-                value = soft_cross_entropy(logits, tgt)
+            else:  # the registered loss (superalign.training.losses.register_loss)
+                value = compute_loss(loss, logits, tgt, state.step, total)
             if not torch.isfinite(value):
                 raise TrainingError(
                     "lr", f"loss became {value.item()} at step {state.step} of '{desc}'",
