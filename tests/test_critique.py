@@ -15,17 +15,8 @@ import torch
 
 from superalign.assets import locate
 from superalign.errors import ConfigError, UnknownNameError
-from superalign.oversight.critique import (
-    CritiqueGapConfig,
-    PerturbationTrialConfig,
-    critique_flags,
-    critique_gap_plot,
-    mentions_flaw,
-    perturbation_trial_plot,
-    randomise,
-    run_critique_gap,
-    run_perturbation_trial,
-)
+from superalign.oversight.critic import critique_flags, mentions_flaw
+from superalign.oversight.critique import CritiqueGapConfig, run_critique_gap
 from superalign.oversight.perturb import (
     Flaw,
     Item,
@@ -34,6 +25,8 @@ from superalign.oversight.perturb import (
     items_fingerprint,
     register_perturbation,
 )
+from superalign.oversight.perturbation_trial import PerturbationTrialConfig, randomise, run_perturbation_trial
+from superalign.report.plots_oversight import critique_gap_plot, perturbation_trial_plot
 from superalign.store import Store
 
 torch.set_num_threads(1)

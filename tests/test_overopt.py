@@ -17,9 +17,9 @@ from superalign.oversight import (
     find_overoptimization,
     kl_regularised_policy,
     overopt_curves,
-    overopt_plot,
     run_overopt,
 )
+from superalign.report.plots_oversight import overopt_plot
 
 FAST = dict(ns=[1, 2, 4, 8, 16, 32, 64], rl_steps=150, n_boot=100)
 

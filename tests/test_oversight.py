@@ -28,7 +28,8 @@ def e2h_csv(path, same_rule: bool, n=1600, seed=0):
 
 @pytest.mark.parametrize("same_rule", [False, True])
 def test_easy_to_hard_planted_rule_shift(tmp_path, same_rule):
-    from superalign.oversight.easy_to_hard import EasyToHardConfig, easy_to_hard_plot, run_easy_to_hard
+    from superalign.oversight.easy_to_hard import EasyToHardConfig, run_easy_to_hard
+    from superalign.report.plots_oversight import easy_to_hard_plot
 
     path = e2h_csv(tmp_path / "e2h.csv", same_rule)
     cfg = EasyToHardConfig(task=str(path), task_options={"difficulty_column": "difficulty"}, max_examples=None,

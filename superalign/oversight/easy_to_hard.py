@@ -28,6 +28,8 @@ from superalign import metrics
 from superalign.data.registry import load_task
 from superalign.data.task import TaskData
 from superalign.errors import ConfigError
+from superalign.metrics import fmt_interval
+from superalign.oversight.registry import register_measurement
 from superalign.store.store import Store
 from superalign.w2s.config import ModelConfig
 from superalign.w2s.stages import ModelPool, Stages, ground_truth
@@ -81,6 +83,33 @@ def _cut(idx: np.ndarray, score: np.ndarray, threshold: float) -> tuple[np.ndarr
     return easy, hard
 
 
+def summary_lines(r: dict[str, Any]) -> list[str]:
+    """The printed lines of an easy-to-hard result."""
+    a, g = r["accuracy"], r["gap_recovered"]
+    return [f"easy-to-hard ({r['task']}, {r['model']}, difficulty={r['difficulty']}): accuracy on hard examples % "
+            f"— trained on easy {fmt_interval(a['easy']['hard'], True)}, on all {fmt_interval(a['all']['hard'], True)}, "
+            f"on hard {fmt_interval(a['hard']['hard'], True)}; majority class {100 * r['baseline_hard']:.1f}",
+            f"  gap recovered on hard examples {fmt_interval(g)}" + ("" if g["reliable"] else f" (unreliable: {g['note']})")]
+
+
+def report_sections(r: dict[str, Any]) -> list:
+    """The report section: accuracy table per training condition, notes and the bar plot."""
+    from superalign.report.html import Section, Table
+    from superalign.report.plots_oversight import easy_to_hard_plot
+
+    a = r["accuracy"]
+    sec = Section("Easy-to-hard generalization", pre="\n".join(summary_lines(r)), table=Table(
+        ["trained on", "easy test %", "hard test %"],
+        [[c, fmt_interval(a[c]["easy"], True), fmt_interval(a[c]["hard"], True)] for c in ("easy", "all", "hard")]))
+    sec.notes.append(f"difficulty = {r['difficulty']}; {r['n_train']} training examples per condition; "
+                     f"sizes {r['sizes']}")
+    if not r["gap_recovered"]["reliable"]:
+        sec.warnings.append(f"gap recovered unreliable: {r['gap_recovered']['note']}")
+    return [sec.image(easy_to_hard_plot(r))]
+
+
+@register_measurement("easy_to_hard", config=EasyToHardConfig, default=True, summary=summary_lines,
+                      report=report_sections, help="train on easy examples only, test on hard ones")
 def run_easy_to_hard(cfg: EasyToHardConfig, store: Store, pool: ModelPool | None = None) -> dict[str, Any]:
     """Train on easy / all / hard, test on easy and hard; JSON-serialisable results."""
     t0 = time.perf_counter()
@@ -134,24 +163,4 @@ def run_easy_to_hard(cfg: EasyToHardConfig, store: Store, pool: ModelPool | None
     }
 
 
-def easy_to_hard_plot(result: dict[str, Any]) -> bytes:
-    from superalign.report.plots import plt, to_png
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    conds = ["easy", "all", "hard"]
-    for j, split in enumerate(("easy", "hard")):
-        vals = [result["accuracy"][c][split] for c in conds]
-        x = np.arange(len(conds)) + (j - 0.5) * 0.35
-        ax.bar(x, [100 * v["value"] for v in vals], 0.35, label=f"{split} test",
-               yerr=[[100 * (v["value"] - v["low"]) for v in vals], [100 * (v["high"] - v["value"]) for v in vals]],
-               capsize=3, color=["#9aa5b1", "#1b4f72"][j])
-    ax.axhline(100 * result["baseline_hard"], color="#c0392b", ls=":", lw=1, label="majority class (hard)")
-    ax.set_xticks(range(len(conds)))
-    ax.set_xticklabels([f"trained on {c}" for c in conds])
-    ax.set_ylabel("accuracy (%)")
-    ax.legend(fontsize=7, loc="lower right")
-    ax.grid(axis="y", alpha=0.3)
-    return to_png(fig)
-
-
-__all__ = ["EasyToHardConfig", "difficulty_scores", "easy_to_hard_plot", "run_easy_to_hard"]
+__all__ = ["EasyToHardConfig", "difficulty_scores", "report_sections", "run_easy_to_hard", "summary_lines"]

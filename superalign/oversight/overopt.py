@@ -55,15 +55,20 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
 
 from superalign.config import YamlConfig
-from superalign.errors import AssetMissingError, ConfigError, DataError
-from superalign.metrics import bootstrap_indices
-from superalign.rlaif.evaluate import best_of_n_kl
+from superalign.errors import AssetMissingError, ConfigError
+from superalign.oversight.overopt_policy import (
+    best_of_n_probs,
+    find_overoptimization,
+    kl_regularised_policy,
+    overopt_curves,
+)
+from superalign.oversight.registry import register_measurement
 from superalign.store.store import Store, default_store_root
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -74,7 +79,6 @@ log = logging.getLogger("superalign.oversight")
 STAGE_VERSION = 1  # bump when a stage's computation changes what it writes
 PAIR_SEED_OFFSET = 7919  # the proxy's training positions come from playout seed `seed + PAIR_SEED_OFFSET`
 PIECE_VALUE = {1: 1.0, 2: 3.0, 3: 3.0, 4: 5.0, 5: 9.0, 6: 0.0}
-_NEG = -1e30  # finite "minus infinity" for padded moves (keeps gradients free of NaN)
 
 
 def _default_betas() -> list[float]:
@@ -163,274 +167,6 @@ class OveroptConfig(YamlConfig):
 
 
 # ==================================================================================================
-# exact policies on a finite move set
-
-
-class _Moves:
-    """Ragged per-position arrays padded to (positions, max moves) with a mask."""
-
-    def __init__(self, proxy: Sequence[np.ndarray], gold: Sequence[np.ndarray], ref: Sequence[np.ndarray] | None):
-        if len(proxy) != len(gold) or len(proxy) == 0:
-            raise DataError("proxy/gold", f"have {len(proxy)} and {len(gold)} positions",
-                            "pass one array of move rewards per position for both, at least one position")
-        if ref is not None and len(ref) != len(proxy):
-            raise DataError("ref", f"has {len(ref)} positions, proxy has {len(proxy)}", "pass one array per position")
-        sizes = [len(np.asarray(x)) for x in proxy]
-        for i, (p, g) in enumerate(zip(proxy, gold)):
-            if len(np.asarray(g)) != sizes[i] or sizes[i] < 1:
-                raise DataError(f"gold[{i}]", f"has {len(np.asarray(g))} moves, proxy[{i}] has {sizes[i]}",
-                                "score the same (non-empty) move list with both rewards")
-        k = max(sizes)
-        n = len(proxy)
-        self.mask = np.zeros((n, k), bool)
-        self.proxy = np.zeros((n, k))
-        self.gold = np.zeros((n, k))
-        self.ref = np.zeros((n, k))
-        for i, s in enumerate(sizes):
-            self.mask[i, :s] = True
-            self.proxy[i, :s] = np.asarray(proxy[i], float)
-            self.gold[i, :s] = np.asarray(gold[i], float)
-            if ref is None:
-                self.ref[i, :s] = 1.0 / s
-            else:
-                r = np.asarray(ref[i], float)
-                if len(r) != s or np.any(r < 0) or not np.isfinite(r).all() or r.sum() <= 0:
-                    raise DataError(f"ref[{i}]", "is not a distribution over that position's moves",
-                                    "pass non-negative weights, one per move, with a positive sum")
-                self.ref[i, :s] = r / r.sum()
-        if not (np.isfinite(self.proxy).all() and np.isfinite(self.gold).all()):
-            raise DataError("proxy/gold", "contain NaN or infinite rewards", "pass finite rewards")
-        with np.errstate(divide="ignore"):
-            self.logref = np.where(self.ref > 0, np.log(np.where(self.ref > 0, self.ref, 1.0)), _NEG)
-
-    def expect(self, pi: np.ndarray, x: np.ndarray) -> np.ndarray:
-        return (pi * np.where(self.mask, x, 0.0)).sum(1)
-
-    def kl(self, pi: np.ndarray) -> np.ndarray:
-        """Per-position KL(π‖ref) (0 log 0 = 0)."""
-        safe = (pi > 0) & self.mask
-        ratio = np.where(safe, pi, 1.0) / np.where(safe, self.ref, 1.0)
-        return np.where(safe, pi * np.log(ratio), 0.0).sum(1)
-
-
-def best_of_n_probs(proxy: np.ndarray, ref: np.ndarray, n: int) -> np.ndarray:
-    """P(move i is the proxy-argmax of ``n`` i.i.d. draws from ``ref``), exactly, for one position.
-
-    Sort moves by proxy; with ``F`` the ``ref``-mass at or below a proxy value, the maximum of ``n``
-    draws falls in tie group ``g`` with probability ``F_g^n - F_{g-1}^n``; within a tie group the
-    first-drawn member wins, so the group's mass is split in proportion to ``ref``.
-    """
-    proxy, ref = np.asarray(proxy, float), np.asarray(ref, float)
-    if n < 1:
-        raise ConfigError("n", f"is {n}", "use n >= 1 draws")
-    ref = ref / ref.sum()
-    values, group = np.unique(proxy, return_inverse=True)  # ascending groups of equal proxy
-    mass = np.bincount(group, weights=ref, minlength=len(values))
-    upper = np.minimum(np.cumsum(mass), 1.0)
-    lower = np.concatenate([[0.0], upper[:-1]])
-    p_group = upper ** n - lower ** n
-    share = np.divide(ref, mass[group], out=np.zeros_like(ref), where=mass[group] > 0)
-    return p_group[group] * share
-
-
-def kl_regularised_policy(proxy: np.ndarray, ref: np.ndarray, beta: float) -> np.ndarray:
-    """``π_β ∝ ref · exp(proxy / β)``: the maximiser of ``E_π[proxy] - β KL(π‖ref)`` (rows = positions).
-
-    ``proxy`` and ``ref`` are (positions, moves) or one position's (moves,); padded moves have ref 0.
-    """
-    if not beta > 0:
-        raise ConfigError("beta", f"is {beta!r}", "use a KL coefficient > 0")
-    one = np.ndim(proxy) == 1
-    proxy, ref = np.atleast_2d(np.asarray(proxy, float)), np.atleast_2d(np.asarray(ref, float))
-    if proxy.shape != ref.shape:
-        raise DataError("ref", f"has shape {ref.shape}, proxy has {proxy.shape}", "pass one ref weight per move")
-    with np.errstate(divide="ignore"):
-        logits = np.where(ref > 0, np.log(np.where(ref > 0, ref, 1.0)) + proxy / beta, -np.inf)
-    logits = logits - logits.max(1, keepdims=True)
-    w = np.exp(logits)
-    pi = w / w.sum(1, keepdims=True)
-    return pi[0] if one else pi
-
-
-def _ci(per_pos: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """95% bootstrap interval (over positions) of the mean of each row of ``per_pos`` (points × positions)."""
-    boots = per_pos[:, idx].mean(-1)  # points × n_boot
-    return np.quantile(boots, 0.025, axis=1), np.quantile(boots, 0.975, axis=1)
-
-
-def _rows(moves: _Moves, pis: list[np.ndarray], extra: list[dict], idx: np.ndarray) -> tuple[list[dict], np.ndarray]:
-    """Curve rows (KL, proxy gain, gold gain with CI) of policies ``pis``; also per-position gold gains."""
-    base_p, base_g = moves.expect(moves.ref, moves.proxy), moves.expect(moves.ref, moves.gold)
-    kl = np.stack([moves.kl(pi) for pi in pis])
-    proxy = np.stack([moves.expect(pi, moves.proxy) - base_p for pi in pis])
-    gold = np.stack([moves.expect(pi, moves.gold) - base_g for pi in pis])
-    lo, hi = _ci(gold, idx)
-    rows = [{**e, "kl": float(kl[i].mean()), "proxy": float(proxy[i].mean()), "gold": float(gold[i].mean()),
-             "gold_low": float(lo[i]), "gold_high": float(hi[i])} for i, e in enumerate(extra)]
-    return rows, gold
-
-
-def find_overoptimization(kl: Sequence[float], proxy: Sequence[float], gold: Sequence[float], *,
-                          rel_tol: float = 0.02, abs_tol: float = 1e-6,
-                          gold_per_position: np.ndarray | None = None, n_boot: int = 500, seed: int = 0) -> dict:
-    """Where a curve's gold peaks and whether it then falls while the proxy keeps rising.
-
-    The points are taken in the order given (increasing optimisation: ascending KL for closed-form
-    curves, steps for a trajectory). ``overoptimized`` is True when the gold gain at the last point
-    is below its peak by more than ``max(abs_tol, rel_tol · |peak|)`` and the proxy gain at the last
-    point is above its value at the peak. ``segments`` are the KL intervals between consecutive
-    points where the proxy rises and the gold falls. With ``gold_per_position`` (points × positions)
-    the drop gets a bootstrap 95% CI over positions (conditional on the chosen peak).
-    """
-    kl, proxy, gold = (np.asarray(x, float) for x in (kl, proxy, gold))
-    if not (len(kl) == len(proxy) == len(gold)) or len(kl) == 0:
-        raise DataError("curve", f"has {len(kl)} KLs, {len(proxy)} proxy and {len(gold)} gold values",
-                        "pass equally long, non-empty sequences")
-    peak = int(np.argmax(gold))
-    end = len(gold) - 1
-    drop = float(gold[peak] - gold[end])
-    rise = float(proxy[end] - proxy[peak])
-    threshold = max(abs_tol, rel_tol * abs(float(gold[peak])))
-    flagged = bool(peak < end and drop > threshold and rise > 0)
-    segments: list[list[float]] = []
-    for i in range(len(kl) - 1):
-        if proxy[i + 1] > proxy[i] and gold[i + 1] < gold[i] - abs_tol:
-            if segments and segments[-1][1] == float(kl[i]):
-                segments[-1][1] = float(kl[i + 1])
-            else:
-                segments.append([float(kl[i]), float(kl[i + 1])])
-    out = {
-        "overoptimized": flagged, "peak_index": peak, "peak_kl": float(kl[peak]), "peak_gold": float(gold[peak]),
-        "peak_proxy": float(proxy[peak]), "end_kl": float(kl[end]), "end_gold": float(gold[end]),
-        "end_proxy": float(proxy[end]), "gold_drop": drop, "proxy_rise_after_peak": rise, "threshold": threshold,
-        "range_kl": [float(kl[peak]), float(kl[end])] if flagged else None, "segments": segments,
-    }
-    out["gold_drop_ci"], out["drop_significant"] = None, False
-    if gold_per_position is not None and peak < end:
-        g = np.asarray(gold_per_position, float)
-        idx = bootstrap_indices(g.shape[1], n_boot, seed)
-        boots = g[peak][idx].mean(1) - g[end][idx].mean(1)
-        out["gold_drop_ci"] = [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]
-        out["drop_significant"] = bool(flagged and out["gold_drop_ci"][0] > 0)
-    return out
-
-
-def _policy_gradient(moves: _Moves, cfg: OveroptConfig) -> tuple[list[np.ndarray], list[dict]]:
-    """Adam on per-position logits for ``E_π[proxy] - rl_beta · KL(π‖ref)``; the policy after every step."""
-    import torch
-
-    gen = torch.Generator().manual_seed(cfg.seed)
-    mask = torch.as_tensor(moves.mask)
-    r = torch.as_tensor(moves.proxy, dtype=torch.float64)
-    logref = torch.as_tensor(moves.logref, dtype=torch.float64)
-    theta = logref.clone().requires_grad_(True)
-    opt = torch.optim.Adam([theta], lr=cfg.rl_lr)
-    beta = cfg.rl_beta
-    base = (torch.as_tensor(moves.ref) * r).sum(1)  # E_ref[proxy]: objectives are reported as gains
-    pis, extra = [], []
-
-    def policy() -> tuple[torch.Tensor, torch.Tensor]:
-        logp = torch.log_softmax(theta.masked_fill(~mask | (logref <= _NEG / 2), _NEG), dim=1)
-        return logp, logp.exp()
-
-    for step in range(cfg.rl_steps + 1):
-        logp, pi = policy()
-        kl = (pi * (logp - logref)).sum(1)
-        objective = (pi * r).sum(1) - beta * kl
-        pis.append(pi.detach().numpy().copy())
-        extra.append({"step": step, "objective": float((objective.detach() - base).mean())})
-        if step == cfg.rl_steps:
-            break
-        opt.zero_grad()
-        if cfg.rl_estimator == "exact":
-            loss = -objective.mean()
-        else:  # REINFORCE, leave-one-out baseline, KL folded into the sampled reward
-            m = cfg.rl_samples
-            draws = torch.multinomial(pi.detach(), m, replacement=True, generator=gen)  # positions × m
-            lp = logp.gather(1, draws)
-            reward = (r.gather(1, draws) - beta * (lp.detach() - logref.gather(1, draws)))
-            baseline = (reward.sum(1, keepdim=True) - reward) / (m - 1)
-            loss = -((reward - baseline) * lp).mean()
-        loss.backward()
-        opt.step()
-    return pis, extra
-
-
-def overopt_curves(proxy: Sequence[np.ndarray], gold: Sequence[np.ndarray], ref: Sequence[np.ndarray] | None = None,
-                   cfg: OveroptConfig | None = None) -> dict[str, Any]:
-    """Best-of-n, KL-regularised (closed form) and policy-gradient curves for per-position move rewards.
-
-    ``proxy[i]``, ``gold[i]`` (and ``ref[i]``, default uniform) hold one value per legal move of
-    position ``i``. The proxy is divided by its pooled within-position std under ``ref``; rewards
-    are gains over ``ref``. Uses ``cfg``'s curve fields (``ns``, ``betas``, ``rl_*``, ``rel_tol``,
-    ``abs_tol``, ``n_boot``, ``seed``, ``bon_kl``). Returns JSON-serialisable curves, the
-    over-optimisation marks of each and the reference statistics.
-    """
-    cfg = cfg or OveroptConfig()
-    moves = _Moves(proxy, gold, ref)
-    centred = moves.proxy - moves.expect(moves.ref, moves.proxy)[:, None]
-    scale = float(np.sqrt(np.mean(moves.expect(moves.ref, centred ** 2))))
-    if scale > 0:
-        moves.proxy = np.where(moves.mask, moves.proxy / scale, 0.0)
-    n_pos = moves.mask.shape[0]
-    idx = bootstrap_indices(n_pos, cfg.n_boot, cfg.seed)
-
-    def marks(rows: list[dict], per_pos: np.ndarray, x: str = "kl") -> dict:
-        return find_overoptimization([r[x] for r in rows], [r["proxy"] for r in rows], [r["gold"] for r in rows],
-                                     rel_tol=cfg.rel_tol, abs_tol=cfg.abs_tol, gold_per_position=per_pos,
-                                     n_boot=cfg.n_boot, seed=cfg.seed)
-
-    # best-of-n (exact over sampling with replacement)
-    bon_pis = []
-    for n in cfg.ns:
-        pi = np.zeros_like(moves.ref)
-        for i in range(n_pos):
-            m = moves.mask[i]
-            pi[i, m] = best_of_n_probs(moves.proxy[i, m], moves.ref[i, m], n)
-        bon_pis.append(pi)
-    bon, bon_gold = _rows(moves, bon_pis, [{"n": int(n), "kl_analytic": best_of_n_kl(n)} for n in cfg.ns], idx)
-    for row in bon:
-        row["kl_exact"] = row.pop("kl")
-        row["kl"] = row["kl_analytic"] if cfg.bon_kl == "analytic" else row["kl_exact"]
-
-    # KL-regularised optimum, β from large to small
-    betas = sorted(cfg.betas, reverse=True)
-    rl_pis = [kl_regularised_policy(moves.proxy, moves.ref, b).reshape(moves.ref.shape) for b in betas]
-    rl, rl_gold = _rows(moves, rl_pis, [{"beta": float(b)} for b in betas], idx)
-
-    # a real optimiser
-    t0 = time.perf_counter()
-    traj_pis, traj_extra = _policy_gradient(moves, cfg)
-    traj, traj_gold = _rows(moves, traj_pis, traj_extra, idx)
-    pg_seconds = time.perf_counter() - t0
-
-    oracle = np.where(moves.mask, moves.gold, -np.inf).max(1) - moves.expect(moves.ref, moves.gold)
-    top = np.where(moves.mask & (moves.ref > 0), moves.proxy, -np.inf)
-    argmax_pi = (top == top.max(1, keepdims=True)).astype(float) * moves.ref
-    argmax_pi /= argmax_pi.sum(1, keepdims=True)
-    marks_all = {"best_of_n": marks(bon, bon_gold), "rl": marks(rl, rl_gold), "rl_trajectory": marks(traj, traj_gold)}
-    primary = next((k for k in ("rl", "best_of_n") if marks_all[k]["overoptimized"]), "rl")
-    return {
-        "curves": {"best_of_n": bon, "rl": rl, "rl_trajectory": traj},
-        "overoptimization": marks_all,
-        "overoptimized": bool(marks_all["rl"]["overoptimized"] or marks_all["best_of_n"]["overoptimized"]),
-        "peak_curve": primary,
-        "peak_kl": marks_all[primary]["peak_kl"],
-        "peak_gold": marks_all[primary]["peak_gold"],
-        "reference": {
-            "n_positions": int(n_pos), "mean_moves": float(moves.mask.sum(1).mean()),
-            "gold_mean": float(moves.expect(moves.ref, moves.gold).mean()),
-            "oracle_gold_gain": float(oracle.mean()),
-            "proxy_argmax_gold_gain": float((moves.expect(argmax_pi, moves.gold)
-                                             - moves.expect(moves.ref, moves.gold)).mean()),
-            "max_kl": float(moves.kl(argmax_pi).mean()),
-        },
-        "proxy_scale": scale,
-        "seconds_policy_gradient": round(pg_seconds, 3),
-    }
-
-
-# ==================================================================================================
 # chess: gold values, preference pairs, the proxy
 
 
@@ -492,7 +228,8 @@ def _gold_stage(cfg: OveroptConfig, store: Store, sf) -> Any:
 
 
 def _pairs_stage(cfg: OveroptConfig, store: Store, sf) -> Any:
-    from superalign.data.chess import move_preference_pairs, write_jsonl_atomic
+    from superalign.data.chess import move_preference_pairs
+    from superalign.io import write_jsonl_atomic
 
     inputs = {"n_pairs": cfg.n_pairs, "seed": cfg.seed + PAIR_SEED_OFFSET, "depth": cfg.depth,
               "min_margin_cp": cfg.pair_min_margin_cp, "min_ply": cfg.min_ply, "max_ply": cfg.max_ply,
@@ -531,7 +268,8 @@ def _proxy_stage(cfg: OveroptConfig, store: Store, gold_stage, pairs_stage) -> A
         import torch
         from safetensors.torch import save_file
 
-        from superalign.data.chess import move_prompt, read_jsonl
+        from superalign.data.chess import move_prompt
+        from superalign.io import read_jsonl
         from superalign.models.loading import load_backbone
         from superalign.rlaif.pipeline import pairs_from_rows
         from superalign.rlaif.pm import PreferenceModel
@@ -629,6 +367,26 @@ def _curves_stage(cfg: OveroptConfig, store: Store, gold_stage, proxy_stage) -> 
     return store.run("overopt-curves", inputs, compute, version=STAGE_VERSION, label="over-optimisation curves")
 
 
+def summary_lines(r: dict[str, Any]) -> list[str]:
+    """The printed line: the proxy's held-out accuracy, whether it over-optimises and where gold peaks."""
+    p = r["proxy"]
+    return [f"reward over-optimization (chess, {r['backbone']} proxy, held-out pair accuracy "
+            f"{p['test_accuracy']:.3f}): over-optimised {r['overoptimized']}, gold peaks at KL {r['peak_kl']:.2f}"]
+
+
+def report_sections(r: dict[str, Any]) -> list:
+    """The report section: the summary, a warning when the gold reward falls, and the curves."""
+    from superalign.report.html import Section
+    from superalign.report.plots_oversight import overopt_plot
+
+    sec = Section("Reward over-optimization (chess; Stockfish gold)", pre="\n".join(summary_lines(r)))
+    if r["overoptimized"]:
+        sec.warnings.append(f"the gold reward peaks at KL {r['peak_kl']:.2f} and falls while the proxy keeps rising")
+    return [sec.image(overopt_plot(r))]
+
+
+@register_measurement("overoptimization", config=OveroptConfig, default=True, summary=summary_lines,
+                      report=report_sections, help="proxy vs Stockfish gold reward as best-of-n and RL optimise the proxy")
 def run_overopt(cfg: OveroptConfig | dict[str, Any] | None = None, store: Store | None = None) -> dict[str, Any]:
     """Run (or resume from ``store``) the chess over-optimisation experiment; JSON-serialisable results.
 
@@ -682,64 +440,5 @@ def run_overopt(cfg: OveroptConfig | dict[str, Any] | None = None, store: Store 
     }
 
 
-# ==================================================================================================
-# the figure
-
-
-def overopt_plot(result: dict[str, Any]) -> bytes:
-    """PNG: proxy and gold gain against KL, best-of-n (left) and RL (right; closed form and trajectory).
-
-    The proxy gain is on the left axis (proxy std units), the gold gain on the right axis
-    (tanh-squashed centipawns) with its 95% CI band; the gold peak of each curve is starred, and the
-    KL range where the gold falls after the peak is shaded when the curve is flagged.
-    """
-    from superalign.report.plots import plt, to_png
-
-    try:
-        curves, marks = result["curves"], result["overoptimization"]
-    except (KeyError, TypeError):
-        raise DataError("result", "lacks 'curves' or 'overoptimization'",
-                        "pass the dict returned by run_overopt or overopt_curves") from None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 5.2))
-    panels = [("best_of_n", "best-of-n (KL = log n - (n-1)/n)" if result.get("config", {}).get("bon_kl", "analytic")
-               == "analytic" else "best-of-n (exact KL)"), ("rl", "RL with KL penalty")]
-    for ax, (name, title) in zip(axes, panels):
-        rows = curves[name]
-        kl = [r["kl"] for r in rows]
-        twin = ax.twinx()
-        ax.plot(kl, [r["proxy"] for r in rows], "o-", color="#2f7ed8", ms=3, label="proxy (closed form)")
-        twin.plot(kl, [r["gold"] for r in rows], "s-", color="#d9534f", ms=3, label="gold (closed form)")
-        twin.fill_between(kl, [r["gold_low"] for r in rows], [r["gold_high"] for r in rows], color="#d9534f", alpha=0.15)
-        if name == "rl" and curves.get("rl_trajectory"):
-            tr = curves["rl_trajectory"]
-            tkl = [r["kl"] for r in tr]
-            ax.plot(tkl, [r["proxy"] for r in tr], "-", color="#2f7ed8", alpha=0.5, lw=1, label="proxy (policy gradient)")
-            twin.plot(tkl, [r["gold"] for r in tr], "-", color="#d9534f", alpha=0.5, lw=1, label="gold (policy gradient)")
-        m = marks[name]
-        twin.plot([m["peak_kl"]], [m["peak_gold"]], "*", color="black", ms=13, zorder=5,
-                  label=f"gold peak (KL {m['peak_kl']:.2f})")
-        if name == "rl" and "rl_trajectory" in marks and curves.get("rl_trajectory"):
-            mt = marks["rl_trajectory"]
-            twin.plot([mt["peak_kl"]], [mt["peak_gold"]], "*", mfc="none", mec="black", ms=11, zorder=5,
-                      label=f"gold peak, policy gradient (KL {mt['peak_kl']:.2f})")
-        if m["overoptimized"] and m.get("range_kl"):
-            ax.axvspan(*m["range_kl"], color="#f0ad4e", alpha=0.15, label="over-optimised")
-        ax.axhline(0, color="grey", lw=0.6)
-        ax.set_xlabel("KL(π ‖ ref) (nats)")
-        ax.set_ylabel("proxy gain over ref", color="#2f7ed8")
-        twin.set_ylabel("gold gain over ref", color="#d9534f")
-        flag = "over-optimised" if m["overoptimized"] else "no over-optimisation"
-        ax.set_title(f"{title}: {flag}", fontsize=10)
-        h1, l1 = ax.get_legend_handles_labels()
-        h2, l2 = twin.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
-        ax.grid(alpha=0.3)
-    acc = result.get("proxy", {}).get("test_accuracy")
-    if acc is not None:
-        fig.suptitle(f"reward over-optimisation on chess: proxy held-out pair accuracy {acc:.2f}", fontsize=11)
-    fig.tight_layout()
-    return to_png(fig)
-
-
 __all__ = ["OveroptConfig", "best_of_n_probs", "find_overoptimization", "kl_regularised_policy",
-           "move_heuristic", "overopt_curves", "overopt_plot", "run_overopt"]
+           "move_heuristic", "overopt_curves", "report_sections", "run_overopt", "summary_lines"]

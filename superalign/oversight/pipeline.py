@@ -1,9 +1,9 @@
 """Run several oversight measurements as one experiment with one report.
 
-``superalign oversight run`` (the offline default) runs easy-to-hard generalization, the
-discriminator–critique gap, the reward over-optimization curve (chess, Stockfish gold) and
-automated interpretability; ``run: [...]`` in the config adds W2S reward modeling, the
-targeted-perturbation trial and the planted-misalignment test. Each measurement caches its own
+``superalign oversight run`` (the offline default) runs the measurements registered with
+``default=True`` (easy-to-hard generalization, the discriminator–critique gap, the reward
+over-optimization curve on chess and automated interpretability); ``run: [...]`` in the config
+picks any registered ones (:mod:`superalign.oversight.registry`). Each measurement caches its own
 stages in the shared store, so a rerun recomputes nothing that finished.
 """
 
@@ -13,85 +13,83 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from superalign.config import YamlConfig
-from superalign.oversight.autointerp import AutoInterpConfig
-from superalign.oversight.critique import CritiqueGapConfig, PerturbationTrialConfig
-from superalign.oversight.easy_to_hard import EasyToHardConfig
-from superalign.oversight.misaligned import MisalignedConfig
-from superalign.oversight.overopt import OveroptConfig
-from superalign.oversight.w2s_reward import W2SRewardConfig
-from superalign.store.store import Store, default_store_root, write_json_atomic
+from superalign.io import write_json_atomic, write_text_atomic
+from superalign.oversight.registry import MEASUREMENTS, default_run, get_measurement, list_measurements
+from superalign.store.store import Store, default_store_root
 
 log = logging.getLogger("superalign.oversight")
 
-Measurement = Literal["easy_to_hard", "w2s_reward", "critique_gap", "perturbation_trial", "overoptimization",
-                      "autointerp", "misaligned"]
-DEFAULT_RUN: list[str] = ["easy_to_hard", "critique_gap", "overoptimization", "autointerp"]
+
+def _unknown(name: Any) -> PydanticCustomError:
+    return PydanticCustomError("unknown_measurement", "'{name}' is not a registered oversight measurement; "
+                               "valid names: {valid}", {"name": str(name), "valid": ", ".join(m.name for m in list_measurements())})
 
 
 class OversightConfig(YamlConfig):
-    """Which measurements to run, and each one's settings."""
+    """Which measurements to run (``run``), and each registered measurement's settings under its name.
+
+    The per-measurement keys come from the registry: ``easy_to_hard: {...}`` parses into the
+    config class registered for ``easy_to_hard``; a measurement not given gets its defaults
+    (``cfg.easy_to_hard`` always exists). Unknown keys and names are errors that list the valid names.
+    """
+
+    model_config = ConfigDict(extra="allow")  # the measurement keys; _measurements admits registered ones only
 
     name: str = "oversight"
-    run: list[Measurement] = Field(default_factory=lambda: list(DEFAULT_RUN), min_length=1)
-    easy_to_hard: EasyToHardConfig = Field(default_factory=EasyToHardConfig)
-    w2s_reward: W2SRewardConfig = Field(default_factory=W2SRewardConfig)
-    critique_gap: CritiqueGapConfig = Field(default_factory=CritiqueGapConfig)
-    perturbation_trial: PerturbationTrialConfig = Field(default_factory=PerturbationTrialConfig)
-    overoptimization: OveroptConfig = Field(default_factory=OveroptConfig)
-    autointerp: AutoInterpConfig = Field(default_factory=AutoInterpConfig)
-    misaligned: MisalignedConfig = Field(default_factory=MisalignedConfig)
+    run: list[str] = Field(default_factory=default_run, min_length=1)
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _measurements(cls, data: Any, handler):
+        if not isinstance(data, dict):
+            return handler(data)
+        specs = list_measurements()
+        out: dict[str, Any] = {k: data[k] for k in ("name", "run") if k in data}
+        errors: list[dict[str, Any]] = []
+        for key, value in data.items():
+            if key not in out and key not in MEASUREMENTS:
+                errors.append({"type": _unknown(key), "loc": (key,), "input": value})
+        for spec in specs:
+            name, value = spec.name, data.get(spec.name)
+            try:
+                if isinstance(value, spec.config):
+                    out[name] = value
+                elif value is None:
+                    out[name] = spec.config()
+                else:
+                    out[name] = spec.config.model_validate(value)
+            except ValidationError as exc:
+                errors += [{"type": PydanticCustomError(e["type"], "{msg}", {"msg": e["msg"]}),
+                            "loc": (name, *e["loc"]), "input": e.get("input")} for e in exc.errors()]
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return handler(out)
 
-def _iv(d: dict[str, Any] | None, pct: bool = False) -> str:
-    from superalign.metrics import Interval
+    @field_validator("run")
+    @classmethod
+    def _known_names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if name not in MEASUREMENTS:
+                raise _unknown(name)
+        if len(set(v)) != len(v):
+            raise ValueError(f"names a measurement twice: {v}; list each once")
+        return v
 
-    if not d:
-        return "n/a"
-    return Interval(d["value"], d["low"], d["high"]).fmt(pct=pct)
+    def measurement(self, name: str) -> Any:
+        """The settings of measurement ``name`` (its registered config class)."""
+        get_measurement(name)
+        return getattr(self, name)
 
 
 def summary_lines(name: str, r: dict[str, Any]) -> list[str]:
-    """One or two printed lines per measurement, from its result dict."""
-    if name == "easy_to_hard":
-        a = r["accuracy"]
-        g = r["gap_recovered"]
-        return [f"easy-to-hard ({r['task']}, {r['model']}, difficulty={r['difficulty']}): accuracy on hard examples % "
-                f"— trained on easy {_iv(a['easy']['hard'], True)}, on all {_iv(a['all']['hard'], True)}, on hard "
-                f"{_iv(a['hard']['hard'], True)}; majority class {100 * r['baseline_hard']:.1f}",
-                f"  gap recovered on hard examples {_iv(g)}" + ("" if g["reliable"] else f" (unreliable: {g['note']})")]
-    if name == "w2s_reward":
-        return [f"W2S reward modeling ({r['data']}, {r['weak_model']} -> {r['strong_model']}): pairwise accuracy % weak "
-                f"{_iv(r['weak'], True)}, w2s {_iv(r['w2s'], True)}, ceiling {_iv(r['ceiling'], True)}; PGR {_iv(r['pgr'])}"
-                + ("" if r["reliable"] else f" (unreliable: {r['reason']})")]
-    if name == "critique_gap":
-        lines = [f"discriminator-critique gap: discriminator balanced accuracy "
-                 f"{_iv(r['discriminator']['balanced_accuracy'])}"]
-        for mode, c in r["critique"].items():
-            lines.append(f"  critique ({mode}): balanced accuracy {_iv(c['balanced_accuracy'])}; gap "
-                         f"{_iv(r['gap'][mode])}")
-        return lines
-    if name == "perturbation_trial":
-        e = r["effect"]
-        return [f"perturbation trial ({r['n_units']} units): assistance effect on detection "
-                f"{_iv(e.get('detection'))}, on false positives {_iv(e.get('false_positive'))}"]
-    if name == "overoptimization":
-        p = r["proxy"]
-        return [f"reward over-optimization (chess, {r['backbone']} proxy, held-out pair accuracy "
-                f"{p['test_accuracy']:.3f}): over-optimised {r['overoptimized']}, gold peaks at KL {r['peak_kl']:.2f}"]
-    if name == "autointerp":
-        from superalign.oversight.autointerp import autointerp_text
-
-        return ["automated interpretability: " + autointerp_text(r, top=3).replace("\n", "\n  ")]
-    if name == "misaligned":
-        works = r["measurement_works"]
-        return [f"planted misalignment (trigger '{r['trigger']}'): flagged by " +
-                ", ".join(f"{k.removeprefix('flag_')} {'yes' if v else 'no'}" for k, v in works.items())]
-    return [name]
+    """One or two printed lines per measurement, from its result dict (the registered ``summary``)."""
+    return get_measurement(name).summary_lines(r)
 
 
 @dataclass
@@ -110,41 +108,28 @@ class OversightResult:
 
 
 def run_oversight(cfg: OversightConfig, *, out_dir: str | Path | None = None, store: Store | None = None) -> OversightResult:
-    """Run every measurement in ``cfg.run`` (each cached and resumable)."""
-    from superalign.oversight.autointerp import run_autointerp
-    from superalign.oversight.critique import run_critique_gap, run_perturbation_trial
-    from superalign.oversight.easy_to_hard import run_easy_to_hard
-    from superalign.oversight.misaligned import run_misaligned
-    from superalign.oversight.overopt import run_overopt
-    from superalign.oversight.w2s_reward import run_w2s_reward
+    """Run every measurement in ``cfg.run`` (each cached and resumable), in that order."""
+    from superalign.models.cache import model_scope
 
     t0 = time.perf_counter()
     store = store or Store(default_store_root())
-    runners = {
-        "easy_to_hard": lambda: run_easy_to_hard(cfg.easy_to_hard, store),
-        "w2s_reward": lambda: run_w2s_reward(cfg.w2s_reward, store),
-        "critique_gap": lambda: run_critique_gap(cfg.critique_gap, store),
-        "perturbation_trial": lambda: run_perturbation_trial(cfg.perturbation_trial, store),
-        "overoptimization": lambda: run_overopt(cfg.overoptimization, store),
-        "autointerp": lambda: run_autointerp(cfg.autointerp, store),
-        "misaligned": lambda: run_misaligned(cfg.misaligned, store),
-    }
     results, seconds = {}, {}
-    for name in cfg.run:
-        start = time.perf_counter()
-        log.info("oversight: %s", name)
-        results[name] = runners[name]()
-        seconds[name] = round(time.perf_counter() - start, 1)
+    with model_scope(name="oversight"):  # models shared by measurements load once and are released at the end
+        for name in cfg.run:
+            start = time.perf_counter()
+            log.info("oversight: %s", name)
+            results[name] = get_measurement(name).run(cfg.measurement(name), store)
+            seconds[name] = round(time.perf_counter() - start, 1)
     summary = {"seconds": round(time.perf_counter() - t0, 1), "per_measurement_seconds": seconds,
                "stages": store.summary()}
     result = OversightResult(cfg, results, summary)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(cfg.to_yaml())
+        write_text_atomic(out / "config.yaml", cfg.to_yaml())
         write_json_atomic(out / "results.json", {"experiment": "oversight", "config": cfg.model_dump(mode="json"),
                                                  "results": results, "summary": summary})
-        (out / "summary.txt").write_text(result.table() + "\n")
+        write_text_atomic(out / "summary.txt", result.table() + "\n")
         result.out_dir = out
     log.info(store.summary(detail=True))
     return result

@@ -24,7 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from superalign import metrics
 from superalign.errors import ConfigError
+from superalign.metrics import fmt_interval
 from superalign.models.loading import load_backbone, model_identity
+from superalign.oversight.registry import register_measurement
 from superalign.rlaif.pm import Pairs, PMConfig, PreferenceModel
 from superalign.store.store import Store
 
@@ -96,6 +98,27 @@ def _correct(pm: PreferenceModel, pairs: Pairs) -> np.ndarray:
     return ((ra > rb) == (pairs.p > 0.5)).astype(float)
 
 
+def summary_lines(r: dict[str, Any]) -> list[str]:
+    """The printed line of a W2S reward-modeling result."""
+    return [f"W2S reward modeling ({r['data']}, {r['weak_model']} -> {r['strong_model']}): pairwise accuracy % weak "
+            f"{fmt_interval(r['weak'], True)}, w2s {fmt_interval(r['w2s'], True)}, ceiling "
+            f"{fmt_interval(r['ceiling'], True)}; PGR {fmt_interval(r['pgr'])}"
+            + ("" if r["reliable"] else f" (unreliable: {r['reason']})")]
+
+
+def report_sections(r: dict[str, Any]) -> list:
+    """The report section: pairwise accuracy of weak, weak-to-strong and ceiling PMs, and PGR."""
+    from superalign.report.html import Section, Table
+
+    return [Section("Weak-to-strong reward modeling", pre="\n".join(summary_lines(r)), table=Table(
+        ["model", "pairwise accuracy % [95% CI]"],
+        [["weak", fmt_interval(r["weak"], True)], ["weak-to-strong", fmt_interval(r["w2s"], True)],
+         ["ceiling", fmt_interval(r["ceiling"], True)], ["PGR", fmt_interval(r["pgr"])]]),
+        warnings=[] if r["reliable"] else [f"PGR unreliable: {r['reason']}"])]
+
+
+@register_measurement("w2s_reward", config=W2SRewardConfig, summary=summary_lines, report=report_sections,
+                      help="a weak preference model labels comparisons for a strong one (PGR)")
 def run_w2s_reward(cfg: W2SRewardConfig, store: Store) -> dict[str, Any]:
     """Weak PM → labels → strong PM, with ceiling and PGR (a cached stage)."""
     inputs = {"cfg": cfg.model_dump(), "weak": model_identity(cfg.weak.model), "strong": model_identity(cfg.strong.model)}
