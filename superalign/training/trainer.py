@@ -124,11 +124,14 @@ def fit(
     desc: str = "train",
     accelerator=None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    extra_eval: Callable[[nn.Module], dict[str, float]] | None = None,
 ) -> FitResult:
     """Train ``module``'s parameters that require grad on ``targets`` (N, K) for ``train_idx``.
 
     ``loss_fn(logits, targets)`` replaces the cross-entropy/``logconf`` objective of ``loss`` (the
-    preference model passes its Bradley-Terry loss this way).
+    preference model passes its Bradley-Terry loss this way). ``extra_eval(module)`` is called at
+    every eval point and its numbers join the curve point (e.g. ground-truth test accuracy); it
+    never affects training or early stopping.
     """
     from accelerate import Accelerator
 
@@ -185,6 +188,8 @@ def fit(
             point["val_acc"] = float((pred == val.gt).mean())
             if val.weak is not None:
                 point["val_acc_weak"] = float((pred == val.weak).mean())
+        if extra_eval is not None:
+            point.update(extra_eval(raw_module))
         state.curve.append(point)
         if early_stopping == "none":
             return False
