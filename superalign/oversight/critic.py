@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from superalign.errors import ConfigError
+from superalign.io import read_json, write_json_atomic
 from superalign.metrics import Interval, mean_ci
 from superalign.oversight.perturb import Item, items_fingerprint
 from superalign.store.store import Store, default_store_root
@@ -70,18 +71,18 @@ def mentions_flaw(text: str, item: Item) -> bool:
 
 # --- configs --------------------------------------------------------------------------------------
 
-class _Section(BaseModel):
+class StrictSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ItemsConfig(_Section):
+class ItemsConfig(StrictSection):
     """Which items and flaws: a registered family and perturbations (default: the family's own)."""
 
     family: str = Field("wordnet", description="item family: 'wordnet' (offline asset) or 'arithmetic' (no assets)")
     perturbations: list[str] | None = Field(None, description="perturbation names; None = the family's defaults")
 
 
-class CriticConfig(_Section):
+class CriticConfig(StrictSection):
     """The critique model: a causal LM (a chat model's template is used for generative critiques)."""
 
     model: str = Field("smollm2-135m", description="critic: a causal LM")
@@ -95,7 +96,7 @@ class CriticConfig(_Section):
                               "the right cut when half of them are flawed (as by design here)")
 
 
-class JudgeConfig(_Section):
+class JudgeConfig(StrictSection):
     """The RCT's judge: a causal LM read in scored mode (P(' Yes') to 'Does this answer contain a mistake?')."""
 
     model: str = Field("smollm2-135m", description="judge: a causal LM (a base model works)")
@@ -107,7 +108,7 @@ class JudgeConfig(_Section):
     max_critique_chars: int = Field(400, ge=10, description="critiques are cut to this many characters")
 
 
-def _check_threshold(value: float | str, field: str) -> None:
+def check_threshold(value: float | str, field: str) -> None:
     if isinstance(value, float | int) and not 0.0 < float(value) < 1.0:
         raise ConfigError(field, f"is {value}", "use a probability strictly between 0 and 1, or 'median'")
 
@@ -237,15 +238,15 @@ def _items_key(items: Sequence[Item]) -> dict[str, Any]:
             "perturbations": sorted({i.flaw.perturbation for i in items if i.flaw is not None})}
 
 
-def _text_hash(texts: Sequence[str | None]) -> str:
+def text_hash(texts: Sequence[str | None]) -> str:
     return hashlib.sha256(json.dumps(list(texts)).encode()).hexdigest()[:20]
 
 
-def _save(path: Path, a: np.ndarray) -> None:
+def save_array(path: Path, a: np.ndarray) -> None:
     np.save(path, np.asarray(a), allow_pickle=False)
 
 
-def _load(path: Path) -> np.ndarray:
+def load_array(path: Path) -> np.ndarray:
     return np.load(path, allow_pickle=False)
 
 
@@ -258,11 +259,11 @@ def critiques_stage(store: Store, critic: Critic, items: Sequence[Item], label: 
         if len(texts) != len(items):
             raise ConfigError("critic", f"returned {len(texts)} critiques for {len(items)} items",
                               "return one critique per item, in order")
-        (tmp / "critiques.json").write_text(json.dumps(list(map(str, texts))))
+        write_json_atomic(tmp / "critiques.json", list(map(str, texts)))
         return {"n": len(texts), "flagged": int(sum(critique_flags(t) for t in texts))}
 
     stage = store.run("oversight-critiques", inputs, compute, label=label)
-    return json.loads(stage.file("critiques.json").read_text())
+    return read_json(stage.file("critiques.json"))
 
 
 def critic_scores_stage(store: Store, critic: Critic, items: Sequence[Item], label: str = "critic scores") -> np.ndarray:
@@ -274,26 +275,26 @@ def critic_scores_stage(store: Store, critic: Critic, items: Sequence[Item], lab
         if p.shape != (len(items),):
             raise ConfigError("critic", f"p_mistake returned shape {p.shape} for {len(items)} items",
                               "return one probability per item")
-        _save(tmp / "p.npy", p)
+        save_array(tmp / "p.npy", p)
         return {"mean": float(p.mean()) if len(p) else None}
 
-    return _load(store.run("oversight-critic-scores", inputs, compute, label=label).file("p.npy"))
+    return load_array(store.run("oversight-critic-scores", inputs, compute, label=label).file("p.npy"))
 
 
 def judge_stage(store: Store, judge: Judge, items: Sequence[Item], critiques: Sequence[str | None],
                 label: str = "judge") -> np.ndarray:
     """The judge's P(flawed) for each shown item, with its critique or alone (None); cached."""
-    inputs = {"judge": judge.identity(), **_items_key(items), "critiques": _text_hash(critiques)}
+    inputs = {"judge": judge.identity(), **_items_key(items), "critiques": text_hash(critiques)}
 
     def compute(tmp: Path) -> dict:
         p = np.asarray(judge.p_flawed(list(items), list(critiques)), dtype=np.float64)
         if p.shape != (len(items),):
             raise ConfigError("judge", f"p_flawed returned shape {p.shape} for {len(items)} items",
                               "return one probability per item")
-        _save(tmp / "p.npy", p)
+        save_array(tmp / "p.npy", p)
         return {"mean": float(p.mean())}
 
-    return _load(store.run("oversight-judge", inputs, compute, label=label).file("p.npy"))
+    return load_array(store.run("oversight-judge", inputs, compute, label=label).file("p.npy"))
 
 
 # --- statistics and result helpers ----------------------------------------------------------------
@@ -308,26 +309,26 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(greater / (len(pos) * len(neg)))
 
 
-def _rate(x: np.ndarray, n_boot: int, seed: int) -> dict:
+def rate_ci(x: np.ndarray, n_boot: int, seed: int) -> dict:
     if len(x) == 0:
         return Interval(float("nan"), float("nan"), float("nan")).as_dict()
     return mean_ci(np.asarray(x, dtype=float), n_boot=n_boot, seed=seed).as_dict()
 
 
-def _threshold(value: float | str, scores: np.ndarray) -> float:
+def decision_threshold(value: float | str, scores: np.ndarray) -> float:
     return float(np.median(scores)) if value == "median" else float(value)
 
 
-def _store(store: Store | None) -> Store:
+def store_or_default(store: Store | None) -> Store:
     return store if store is not None else Store(default_store_root())
 
 
-def _events_since(store: Store, start: int) -> list[dict]:
+def stage_events(store: Store, start: int) -> list[dict]:
     return [{"stage": e.label, "kind": e.kind, "key": e.key, "cached": e.cached, "seconds": round(e.seconds, 2)}
             for e in store.events[start:]]
 
 
-def _notes(models: list[str], parts: dict[str, Any], extra: list[str]) -> list[str]:
+def caveats(models: list[str], parts: dict[str, Any], extra: list[str]) -> list[str]:
     """Caveats a reader needs: dequantised or random weights, stub parts, decision rules."""
     notes = []
     try:

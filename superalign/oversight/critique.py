@@ -36,28 +36,28 @@ from superalign.oversight.critic import (
     CriticConfig,
     ItemsConfig,
     LMCritic,
-    _check_threshold,
-    _events_since,
-    _load,
-    _notes,
-    _rate,
-    _save,
-    _Section,
-    _store,
-    _text_hash,
-    _threshold,
+    StrictSection,
     auroc,
+    caveats,
+    check_threshold,
     critic_scores_stage,
     critique_flags,
     critiques_stage,
+    decision_threshold,
+    load_array,
     mentions_flaw,
+    rate_ci,
+    save_array,
+    stage_events,
+    store_or_default,
+    text_hash,
 )
 from superalign.oversight.perturb import ItemPair, build_pairs, resolve_perturbations
 from superalign.oversight.registry import register_measurement
 from superalign.store.store import Store
 
 
-class DiscriminatorConfig(_Section):
+class DiscriminatorConfig(StrictSection):
     """A linear probe (clean vs flawed) on pooled features of a backbone."""
 
     model: str = Field("minilm-l6", description="backbone (zoo name, hub id or directory)")
@@ -91,7 +91,7 @@ class CritiqueGapConfig(YamlConfig):
             raise ConfigError("modes", "is empty", "list 'generative', 'scored' or both")
         if len(set(self.modes)) != len(self.modes):
             raise ConfigError("modes", f"repeats a mode: {self.modes}", "list each mode once")
-        _check_threshold(self.critic.scored_threshold, "critic.scored_threshold")
+        check_threshold(self.critic.scored_threshold, "critic.scored_threshold")
 
 
 
@@ -100,7 +100,7 @@ class CritiqueGapConfig(YamlConfig):
 def _features_stage(store: Store, cfg: DiscriminatorConfig, texts: list[str]) -> tuple[np.ndarray, str]:
     from superalign.models.loading import model_identity
 
-    inputs = {"model": model_identity(cfg.model), "texts": _text_hash(texts), "n": len(texts),
+    inputs = {"model": model_identity(cfg.model), "texts": text_hash(texts), "n": len(texts),
               "pooling": cfg.pooling, "layer": cfg.layer, "max_length": cfg.max_length}
 
     def compute(tmp: Path) -> dict:
@@ -112,18 +112,18 @@ def _features_stage(store: Store, cfg: DiscriminatorConfig, texts: list[str]) ->
         feats = extract_features(backbone, tok, texts, pooling=resolve_pooling(cfg.pooling, info.arch),
                                  layers=[cfg.layer], max_length=cfg.max_length, batch_size=cfg.features_batch_size,
                                  desc="discriminator features")[cfg.layer]
-        _save(tmp / "features.npy", feats)
+        save_array(tmp / "features.npy", feats)
         return {"shape": list(feats.shape), "arch": info.arch}
 
     stage = store.run("oversight-features", inputs, compute, label="discriminator features")
-    return _load(stage.file("features.npy")), stage.key
+    return load_array(stage.file("features.npy")), stage.key
 
 
 def _discriminator_stage(store: Store, cfg: DiscriminatorConfig, feats: np.ndarray, feats_key: str,
                          labels: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray, seed: int) -> dict:
     """Train the probe on ``train_idx`` and return P(flawed) on ``test_idx`` (+ training accuracy)."""
-    inputs = {"features": feats_key, "labels": _text_hash([int(x) for x in labels]),
-              "train": _text_hash([int(x) for x in train_idx]), "test": _text_hash([int(x) for x in test_idx]),
+    inputs = {"features": feats_key, "labels": text_hash([int(x) for x in labels]),
+              "train": text_hash([int(x) for x in train_idx]), "test": text_hash([int(x) for x in test_idx]),
               "epochs": cfg.epochs, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "batch_size": cfg.batch_size,
               "seed": seed}
 
@@ -143,12 +143,12 @@ def _discriminator_stage(store: Store, cfg: DiscriminatorConfig, feats: np.ndarr
         res = fit(head, batcher, train_idx, targets, tcfg, seed=seed, desc="discriminator")
         p_test = predict(head, batcher, test_idx, cfg.batch_size)[:, 1]
         p_train = predict(head, batcher, train_idx, cfg.batch_size)[:, 1]
-        _save(tmp / "p_test.npy", p_test.astype(np.float64))
+        save_array(tmp / "p_test.npy", p_test.astype(np.float64))
         return {"train_accuracy": float(((p_train >= 0.5) == labels[train_idx]).mean()), "steps": res.steps,
                 "final_loss": res.curve[-1]["loss"] if res.curve else None}
 
     stage = store.run("oversight-discriminator", inputs, compute, label="discriminator probe")
-    return {"p_test": _load(stage.file("p_test.npy")), **stage.meta["result"], "key": stage.key}
+    return {"p_test": load_array(stage.file("p_test.npy")), **stage.meta["result"], "key": stage.key}
 
 
 # --- statistics -----------------------------------------------------------------------------------
@@ -222,7 +222,7 @@ def run_critique_gap(cfg: CritiqueGapConfig, store: Store | None = None, *, crit
     """
     t0 = time.perf_counter()
     cfg.check()
-    store = _store(store)
+    store = store_or_default(store)
     start_events = len(store.events)
     critic = critic if critic is not None else LMCritic(cfg.critic, seed=cfg.seed)
     if not isinstance(critic, Critic):
@@ -251,8 +251,8 @@ def run_critique_gap(cfg: CritiqueGapConfig, store: Store | None = None, *, crit
         "perturbations": {"train": _counts(train), "test": _counts(test)},
         "discriminator": {
             "model": cfg.discriminator.model,
-            "accuracy": _rate((d_flag == test_labels).astype(float), **boot),
-            "detection": _rate(d_flawed, **boot), "false_alarm": _rate(d_clean, **boot),
+            "accuracy": rate_ci((d_flag == test_labels).astype(float), **boot),
+            "detection": rate_ci(d_flawed, **boot), "false_alarm": rate_ci(d_clean, **boot),
             "auroc": _paired_auroc(p_disc, cfg.n_boot, cfg.seed),
             "train_accuracy": disc["train_accuracy"],
         },
@@ -271,17 +271,17 @@ def run_critique_gap(cfg: CritiqueGapConfig, store: Store | None = None, *, crit
                            dtype=float)
         flags["generative"] = (c_flawed, c_clean)
         result["critique"]["generative"] = {
-            "detection": _rate(c_flawed, **boot), "false_alarm": _rate(c_clean, **boot),
-            "localised": _rate(mention, **boot),
+            "detection": rate_ci(c_flawed, **boot), "false_alarm": rate_ci(c_clean, **boot),
+            "localised": rate_ci(mention, **boot),
             "mean_words": float(np.mean([len(t.split()) for t in critiques])) if critiques else 0.0,
         }
     if "scored" in cfg.modes:
         p_yes = critic_scores_stage(store, critic, test_items, label="critic P(Yes) (held-out pairs)")
-        thr = _threshold(cfg.critic.scored_threshold, p_yes)
+        thr = decision_threshold(cfg.critic.scored_threshold, p_yes)
         s_flag = (p_yes > thr).astype(float)
         flags["scored"] = (s_flag[1::2], s_flag[0::2])
         result["critique"]["scored"] = {
-            "threshold": thr, "detection": _rate(s_flag[1::2], **boot), "false_alarm": _rate(s_flag[0::2], **boot),
+            "threshold": thr, "detection": rate_ci(s_flag[1::2], **boot), "false_alarm": rate_ci(s_flag[0::2], **boot),
             "auroc": _paired_auroc(p_yes, cfg.n_boot, cfg.seed), "mean_p_yes_flawed": float(p_yes[1::2].mean()),
             "mean_p_yes_clean": float(p_yes[0::2].mean()),
         }
@@ -296,9 +296,9 @@ def run_critique_gap(cfg: CritiqueGapConfig, store: Store | None = None, *, crit
     for name in sorted(set(names)):
         m = np.array([n == name for n in names])
         row: dict[str, Any] = {"n": int(m.sum()), "severity": next(p.flawed.flaw.severity for p, k in zip(test, m) if k),  # type: ignore[union-attr]
-                               "discriminator_detection": _rate(d_flawed[m], **boot)}
+                               "discriminator_detection": rate_ci(d_flawed[m], **boot)}
         for mode, (f_flawed, _) in flags.items():
-            row[f"{mode}_detection"] = _rate(f_flawed[m], **boot)
+            row[f"{mode}_detection"] = rate_ci(f_flawed[m], **boot)
         by[name] = row
     result["by_perturbation"] = by
     result["examples"] = [{
@@ -308,9 +308,9 @@ def run_critique_gap(cfg: CritiqueGapConfig, store: Store | None = None, *, crit
         "discriminator_p_flawed": [float(p_disc[2 * k]), float(p_disc[2 * k + 1])],
         **({"critique_clean": critiques[2 * k], "critique_flawed": critiques[2 * k + 1]} if critiques else {}),
     } for k, p in enumerate(test[: cfg.n_examples])]
-    result["stages"] = _events_since(store, start_events)
+    result["stages"] = stage_events(store, start_events)
     result["seconds"] = {"total": round(time.perf_counter() - t0, 2), "items": round(t_items, 2)}
-    result["notes"] = _notes([cfg.discriminator.model, cfg.critic.model], {"critic": critic}, [
+    result["notes"] = caveats([cfg.discriminator.model, cfg.critic.model], {"critic": critic}, [
         "scored-mode decisions cut P(Yes) at its median over the scored items (half are flawed by design); AUROC is "
         "the threshold-free comparison"] if cfg.critic.scored_threshold == "median" and "scored" in cfg.modes else [])
     return result

@@ -44,14 +44,14 @@ covers what it depends on (seeds, sizes, depth, Stockfish version and settings, 
 
 Use from Python::
 
-    from superalign.oversight import OveroptConfig, run_overopt, overopt_plot
+    from superalign.oversight import OveroptConfig, run_overopt
+    from superalign.report.plots_oversight import overopt_plot
     result = run_overopt(OveroptConfig(), store)
     png = overopt_plot(result)
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -62,6 +62,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from superalign.config import YamlConfig
 from superalign.errors import AssetMissingError, ConfigError
+from superalign.io import read_json, write_json_atomic
 from superalign.oversight.overopt_policy import (
     best_of_n_probs,
     find_overoptimization,
@@ -220,7 +221,7 @@ def _gold_stage(cfg: OveroptConfig, store: Store, sf) -> Any:
             positions.append({"fen": fen, "moves": [
                 {"uci": m.uci(), "san": board.san(m), "cp": int(values[m.uci()]),
                  "heuristic": move_heuristic(board, m)} for m in legal]})
-        (tmp / "positions.json").write_text(json.dumps(positions))
+        write_json_atomic(tmp / "positions.json", positions)
         return {"n_positions": len(positions), "n_moves": sum(len(p["moves"]) for p in positions),
                 "searches": sf.searches}
 
@@ -271,10 +272,10 @@ def _proxy_stage(cfg: OveroptConfig, store: Store, gold_stage, pairs_stage) -> A
         from superalign.data.chess import move_prompt
         from superalign.io import read_jsonl
         from superalign.models.loading import load_backbone
-        from superalign.rlaif.pipeline import pairs_from_rows
+        from superalign.data.preferences import pairs_from_rows
         from superalign.rlaif.pm import PreferenceModel
 
-        positions = json.loads(gold_stage.file("positions.json").read_text())
+        positions = read_json(gold_stage.file("positions.json"))
         eval_epd = {_epd(p["fen"]) for p in positions}
         rows = read_jsonl(pairs_stage.file("pairs.jsonl"))
         kept = [r for r in rows if _epd(r["fen"]) not in eval_epd]
@@ -350,7 +351,7 @@ def _curves_stage(cfg: OveroptConfig, store: Store, gold_stage, proxy_stage) -> 
     inputs = {"gold": gold_stage.key, "proxy": proxy_stage.key, **cfg.curve_inputs()}
 
     def compute(tmp: Path) -> dict:
-        positions = json.loads(gold_stage.file("positions.json").read_text())
+        positions = read_json(gold_stage.file("positions.json"))
         scores = np.load(proxy_stage.file("proxy.npy"), allow_pickle=False)
         proxy, gold, ref, at = [], [], [], 0
         for p in positions:

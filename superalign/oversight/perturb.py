@@ -23,7 +23,6 @@ from a generator seeded by (seed, item id, perturbation name).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import random
@@ -318,12 +317,14 @@ def _read_adjectives(wordnet_dir: str) -> tuple[dict[str, str], frozenset[str]]:
     return out, frozenset(w for ws in words.values() for w in ws)
 
 
-@functools.lru_cache(maxsize=2)
 def wordnet_lexicon(wordnet_dir: str | None = None) -> WordNetLexicon:
-    """The lexicon of the installed WordNet (``superalign assets install wordnet``), built once."""
+    """The lexicon of the installed WordNet (``superalign assets install wordnet``), built once and
+    kept in the shared model cache (:mod:`superalign.models.cache`) beside the models that use it."""
     from superalign.assets import require
+    from superalign.models.cache import cached
 
-    return WordNetLexicon(wordnet_dir or str(require("wordnet", "perturbation family 'wordnet'")))
+    path = wordnet_dir or str(require("wordnet", "perturbation family 'wordnet'"))
+    return cached(("wordnet_lexicon", path), lambda: WordNetLexicon(path))
 
 
 def _word_spans(text: str) -> list[tuple[int, int, str]]:

@@ -28,16 +28,16 @@ from superalign.oversight.critic import (
     JudgeConfig,
     LMCritic,
     LMJudge,
-    _check_threshold,
-    _events_since,
-    _notes,
-    _rate,
-    _store,
-    _threshold,
     auroc,
+    caveats,
+    check_threshold,
     critique_flags,
     critiques_stage,
+    decision_threshold,
     judge_stage,
+    rate_ci,
+    stage_events,
+    store_or_default,
 )
 from superalign.oversight.perturb import build_pairs, resolve_perturbations
 from superalign.oversight.registry import register_measurement
@@ -57,8 +57,8 @@ class PerturbationTrialConfig(YamlConfig):
 
     def check(self) -> None:
         resolve_perturbations(self.items.family, self.items.perturbations)
-        _check_threshold(self.critic.scored_threshold, "critic.scored_threshold")
-        _check_threshold(self.judge.threshold, "judge.threshold")
+        check_threshold(self.critic.scored_threshold, "critic.scored_threshold")
+        check_threshold(self.judge.threshold, "judge.threshold")
 
 
 
@@ -128,7 +128,7 @@ def run_perturbation_trial(cfg: PerturbationTrialConfig, store: Store | None = N
     """
     t0 = time.perf_counter()
     cfg.check()
-    store = _store(store)
+    store = store_or_default(store)
     start_events = len(store.events)
     critic = critic if critic is not None else LMCritic(cfg.critic, seed=cfg.seed)
     judge = judge if judge is not None else LMJudge(cfg.judge)
@@ -149,7 +149,7 @@ def run_perturbation_trial(cfg: PerturbationTrialConfig, store: Store | None = N
     for k, text in zip(helped, critiques_assisted):
         critiques[k] = text
     p = judge_stage(store, judge, shown, critiques, label="judge P(Yes)")
-    thr = _threshold(cfg.judge.threshold, p)
+    thr = decision_threshold(cfg.judge.threshold, p)
     flag = (p > thr).astype(float)
 
     table = {arm: {"clean": int(((~perturbed) & (assisted == a)).sum()), "perturbed": int((perturbed & (assisted == a)).sum())}
@@ -191,7 +191,7 @@ def run_perturbation_trial(cfg: PerturbationTrialConfig, store: Store | None = N
     by_pert: dict[str, dict] = {}
     for s in sorted(set(strata)):
         m = np.array([x == s for x in strata]) & perturbed
-        by_pert[s] = {arm: _rate(flag[m & (assisted == a)], **boot) for arm, a in (("alone", False), ("assisted", True))}
+        by_pert[s] = {arm: rate_ci(flag[m & (assisted == a)], **boot) for arm, a in (("alone", False), ("assisted", True))}
     examples = []
     for k in helped[: cfg.n_examples]:
         examples.append({"question": shown[k].question, "shown_answer": shown[k].answer, "perturbed": bool(perturbed[k]),
@@ -203,12 +203,12 @@ def run_perturbation_trial(cfg: PerturbationTrialConfig, store: Store | None = N
         "randomisation": {"table": table, "by_perturbation": by_pert_table, "seed": cfg.seed,
                           "design": "permuted blocks of 4 cells (perturbed x assisted) within perturbation strata"},
         "arms": arms, "effect": effect,
-        "critic": {"detection": _rate(c_flags[pert_helped], **boot), "false_alarm": _rate(c_flags[~pert_helped], **boot)},
+        "critic": {"detection": rate_ci(c_flags[pert_helped], **boot), "false_alarm": rate_ci(c_flags[~pert_helped], **boot)},
         "by_perturbation": by_pert,
         "examples": examples,
-        "stages": _events_since(store, start_events),
+        "stages": stage_events(store, start_events),
         "seconds": {"total": round(time.perf_counter() - t0, 2)},
-        "notes": _notes([cfg.critic.model, cfg.judge.model], {"critic": critic, "judge": judge}, [
+        "notes": caveats([cfg.critic.model, cfg.judge.model], {"critic": critic, "judge": judge}, [
             "judge decisions cut P(Yes) at its median over all units (one threshold for both arms); AUROC per arm "
             "is the threshold-free comparison"] if cfg.judge.threshold == "median" else []),
     }
