@@ -24,7 +24,8 @@ from superalign.data.splits import Splits, make_splits
 from superalign.data.task import TaskData
 from superalign.models.loading import model_notes
 from superalign.store.store import Store, default_store_root, write_json_atomic
-from superalign.w2s.config import MethodConfig, ModelConfig, W2SConfig
+from superalign.w2s import methods as w2s_methods
+from superalign.w2s.config import MethodConfig, ModelConfig, W2SConfig, check_generative
 from superalign.w2s.stages import Labels, ModelPool, Stages, ground_truth
 
 log = logging.getLogger("superalign.w2s")
@@ -40,6 +41,9 @@ class SeedOutcome:
     intermediates: dict[str, list[np.ndarray]] = field(default_factory=dict)
     weak_label_acc: float = 0.0
     curves: dict[str, list[dict]] = field(default_factory=dict)
+    supervisors: dict[str, np.ndarray] = field(default_factory=dict)  # test probs of what labelled each student
+    ensembles: dict[str, np.ndarray] = field(default_factory=dict)  # weak-ensemble test probs, by method
+    filters: dict[str, dict] = field(default_factory=dict)  # label-filter statistics, by method
 
 
 @dataclass
@@ -67,10 +71,13 @@ def run_w2s(config: W2SConfig, *, out_dir: str | Path | None = None, store: Stor
 
     check_names(config)  # every model and task name, before any stage runs
     t0 = time.perf_counter()
+    check_generative(config)
     store = store or Store(default_store_root())
     task = load_task(config.task, max_examples=config.max_examples, seed=config.split_seed, **config.task_options)
     splits = make_splits(task.labels, config.splits.model_dump(), config.split_seed, task.name)
-    stages = Stages(store, task, pool)
+    # generative finetuning reads the texts (never the labels) of B, test and val
+    stages = Stages(store, task, pool,
+                    generative_idx=np.concatenate([splits.strong_train, splits.test, splits.val]))
     outcomes = [_run_seed(config, stages, task, splits, seed) for seed in config.seeds]
     prompt_rows = _prompting(config, store, task, splits)
     rows, summary = _evaluate(config, task, splits, outcomes)
@@ -104,8 +111,9 @@ def run_w2s(config: W2SConfig, *, out_dir: str | Path | None = None, store: Stor
 def _run_seed(cfg: W2SConfig, stages: Stages, task: TaskData, splits: Splits, seed: int) -> SeedOutcome:
     A, B, V, T = splits.weak_train, splits.strong_train, splits.val, splits.test
     predict_labelled = {"strong_train": B, "test": T, **({"val": V} if len(V) else {})}
+    curve_on = T if cfg.test_curve else None
     weak = stages.train(cfg.weak, ground_truth(task, A), seed=seed, predict_on=predict_labelled,
-                        label=f"weak {cfg.weak.model} s{seed}")
+                        label=f"weak {cfg.weak.model} s{seed}", test_idx=curve_on)
     weak_labels = stages.labels([(B, weak.probs["strong_train"])], [weak.stage.key], f"weak labels s{seed}")
     weak_val = stages.labels([(V, weak.probs["val"])], [weak.stage.key], f"weak val labels s{seed}") if len(V) else None
     out = SeedOutcome(weak=weak.probs["test"], weak_label_acc=float((weak_labels.probs.argmax(1) == task.labels[B]).mean()))
@@ -113,20 +121,62 @@ def _run_seed(cfg: W2SConfig, stages: Stages, task: TaskData, splits: Splits, se
     for method in cfg.methods:
         student_cfg = cfg.student_config(method)
         ceiling = stages.train(student_cfg, ground_truth(task, B), seed=seed, predict_on={"test": T},
-                               label=f"ceiling {student_cfg.model}/{student_cfg.regime} s{seed}")
+                               label=f"ceiling {student_cfg.model}/{student_cfg.regime} s{seed}", test_idx=curve_on)
         out.ceilings[method.name] = ceiling.probs["test"]
         out.curves[f"ceiling/{student_cfg.regime}"] = ceiling.curve
-        labels, val_labels = weak_labels, weak_val
+        labels, val_labels, supervisor = weak_labels, weak_val, weak.probs["test"]
+        if method.weak_ensemble:
+            labels, val_labels, supervisor = _weak_ensemble(stages, method, weak, A, B, V, T, seed, curve_on)
+            out.ensembles[method.name] = supervisor
         for depth, mid_cfg in enumerate(method.bootstrap):
-            labels, val_labels, mid_test = _bootstrap_step(stages, mid_cfg, method, labels, val_labels, T, seed, depth)
-            out.intermediates.setdefault(method.name, []).append(mid_test)
+            labels, val_labels, supervisor = _bootstrap_step(stages, mid_cfg, method, labels, val_labels, T, seed,
+                                                             depth)
+            out.intermediates.setdefault(method.name, []).append(supervisor)
+        out.supervisors[method.name] = supervisor
+        if method.label_filter is not None:
+            labels, out.filters[method.name] = _filter(stages, task, student_cfg, method, labels)
         val = ground_truth(task, V) if method.early_stopping == "oracle" else val_labels
         student = stages.train(
             student_cfg, labels, target_kind=method.labels, loss=method.loss, early_stopping=method.early_stopping,
-            val=val, seed=seed, predict_on={"test": T}, label=f"student {method.name} s{seed}")
+            val=val, seed=seed, predict_on={"test": T}, label=f"student {method.name} s{seed}", test_idx=curve_on)
         out.students[method.name] = student.probs["test"]
         out.curves[f"student/{method.name}"] = student.curve
     return out
+
+
+def _weak_ensemble(stages: Stages, method: MethodConfig, weak, A: np.ndarray, B: np.ndarray, V: np.ndarray,
+                   T: np.ndarray, seed: int, curve_on: np.ndarray | None):
+    """Train the method's extra weak supervisors like ``weak`` on A; labels = the mean of all of them."""
+    task = stages.task
+    predict_labelled = {"strong_train": B, "test": T, **({"val": V} if len(V) else {})}
+    members = [weak]
+    for i, m_cfg in enumerate(method.weak_ensemble):
+        members.append(stages.train(m_cfg, ground_truth(task, A), seed=seed, predict_on=predict_labelled,
+                                    label=f"weak-ensemble[{i}] {m_cfg.model} s{seed}", test_idx=curve_on))
+    keys = [t.stage.key for t in members]
+    labels = stages.labels([(B, w2s_methods.ensemble_labels([t.probs["strong_train"] for t in members]))], keys,
+                           f"weak-ensemble labels {method.name} s{seed}")
+    val_labels = None
+    if len(V):
+        val_labels = stages.labels([(V, w2s_methods.ensemble_labels([t.probs["val"] for t in members]))], keys,
+                                   f"weak-ensemble val labels {method.name} s{seed}")
+    return labels, val_labels, w2s_methods.ensemble_labels([t.probs["test"] for t in members])
+
+
+def _filter(stages: Stages, task: TaskData, student_cfg: ModelConfig, method: MethodConfig, labels: Labels):
+    """Drop the weak labels the method's ``label_filter`` selects; return (kept labels, statistics)."""
+    f = method.label_filter
+    assert f is not None
+    feats = stages.features(student_cfg)[labels.idx] if f.name == "knn_consistency" else None
+    keep, _ = w2s_methods.filter_labels(f.name, labels.probs, f.drop_frac, features=feats, k=f.k)
+    dropped = np.setdiff1d(np.arange(len(labels.idx)), keep)
+    correct = labels.probs.argmax(1) == task.labels[labels.idx]
+    tag = f"filter:{f.name}:k{f.k}:d{f.drop_frac}"
+    stats = {"name": f.name, "n_before": int(len(labels.idx)), "n_kept": int(len(keep)), "n_dropped": int(len(dropped)),
+             "label_acc_before": float(correct.mean()),
+             "label_acc_kept": float(correct[keep].mean()) if len(keep) else float("nan"),
+             "label_acc_dropped": float(correct[dropped].mean()) if len(dropped) else float("nan")}
+    return labels.subset(keep, tag), stats
 
 
 def _bootstrap_step(stages: Stages, mid_cfg: ModelConfig, method: MethodConfig, labels: Labels,
@@ -174,7 +224,8 @@ def _evaluate(cfg: W2SConfig, task: TaskData, splits: Splits, outcomes: list[See
     summary: dict[str, Any] = {
         "weak": {"model": cfg.weak.model, "accuracy": weak_acc.as_dict(),
                  "ece": float(np.mean([metrics.expected_calibration_error(o.weak, y) for o in outcomes])),
-                 "label_accuracy_on_B": float(np.mean([o.weak_label_acc for o in outcomes]))},
+                 "label_accuracy_on_B": float(np.mean([o.weak_label_acc for o in outcomes])),
+                 "curve": w2s_methods.mean_curve([o.curves.get("weak", []) for o in outcomes])},
         "strong": cfg.strong.model, "seeds": cfg.seeds, "n_test": int(len(y)),
     }
     rows = []
@@ -195,6 +246,24 @@ def _evaluate(cfg: W2SConfig, task: TaskData, splits: Splits, outcomes: list[See
                                               cfg.n_boot).as_dict()
                               for d in range(len(method.bootstrap))],
         })
+        row = rows[-1]
+        if method.weak_ensemble:
+            row["weak_ensemble"] = metrics.mean_ci(_correct([o.ensembles[method.name] for o in outcomes], y),
+                                                   cfg.n_boot).as_dict()
+        # Charikar et al. (2024): the gain over the supervisor whose labels the student trained on
+        row["misfit_supervisor"] = ("bootstrap" if method.bootstrap else
+                                    "weak_ensemble" if method.weak_ensemble else "weak")
+        row.update(w2s_methods.misfit_gain(stud, [o.supervisors[method.name] for o in outcomes], y,
+                                           n_boot=cfg.n_boot, tolerance=cfg.misfit_tolerance))
+        if method.label_filter is not None:
+            per_seed = [o.filters[method.name] for o in outcomes]
+            row["label_filter"] = {"name": method.label_filter.name, "k": method.label_filter.k,
+                                   "drop_frac": method.label_filter.drop_frac,
+                                   **{k: float(np.mean([p[k] for p in per_seed]))
+                                      for k in per_seed[0] if k != "name"}}
+        row["curve"] = w2s_methods.mean_curve([o.curves.get(f"student/{method.name}", []) for o in outcomes])
+        row["ceiling_curve"] = w2s_methods.mean_curve(
+            [o.curves.get(f"ceiling/{cfg.student_config(method).regime}", []) for o in outcomes])
     return rows, summary
 
 

@@ -105,22 +105,61 @@ def ground_truth(task: TaskData, idx: np.ndarray) -> Labels:
 class Stages:
     """Stage functions bound to one task, store and model pool."""
 
-    def __init__(self, store: Store, task: TaskData, pool: ModelPool | None = None):
+    def __init__(self, store: Store, task: TaskData, pool: ModelPool | None = None,
+                 generative_idx: np.ndarray | None = None):
         self.store, self.task, self.pool = store, task, pool or ModelPool()
         self.task_fp = task.fingerprint()
+        # examples whose texts (never labels) generative finetuning reads; default: every example
+        self.generative_idx = np.arange(len(task)) if generative_idx is None else np.sort(np.asarray(generative_idx))
+        self._adapted: dict[str, tuple] = {}
         self._features: dict[str, np.ndarray] = {}
         self._encoded: dict[str, Encoded] = {}
         self._prefix: dict[str, PrefixStates] = {}
+
+    # -- backbones ---------------------------------------------------------------------------
+    def _generative_texts(self, cfg: ModelConfig) -> list[str]:
+        from superalign.training.generative import select_texts
+
+        gen = cfg.generative_finetune
+        assert gen is not None
+        inputs = self.task.inputs()
+        return select_texts([inputs[i] for i in self.generative_idx], gen.max_texts, gen.seed)
+
+    def identity(self, cfg: ModelConfig) -> dict[str, Any]:
+        """What identifies ``cfg``'s backbone weights in a stage key (plus the generative stage, if any)."""
+        ident = model_identity(cfg.model)
+        if cfg.generative_finetune is None:
+            return ident
+        from superalign.training.generative import generative_key
+
+        return {**ident, "generative": generative_key(ident, cfg.generative_finetune, self._generative_texts(cfg))}
+
+    def backbone(self, cfg: ModelConfig):
+        """(backbone, tokenizer, info): the pool's pristine copy, or its generatively fine-tuned version."""
+        model, tok, info = self.pool.get(cfg)
+        gen = cfg.generative_finetune
+        if gen is None:
+            return model, tok, info
+        key = self.identity(cfg)["generative"]
+        if key not in self._adapted:
+            from superalign.training.generative import adapted_backbone
+
+            adapted, _ = adapted_backbone(
+                self.store, model_name=cfg.model, identity=model_identity(cfg.model), backbone=model, tokenizer=tok,
+                arch=info.arch, texts=self._generative_texts(cfg), cfg=gen, trust_remote_code=cfg.trust_remote_code,
+                device=self.device)
+            self._adapted[key] = (adapted.cpu(), tok, info)
+        return self._adapted[key]
 
     # -- features ----------------------------------------------------------------------------
     def features(self, cfg: ModelConfig) -> np.ndarray:
         """Pooled features of every example of the task for ``cfg.model`` (cached once per model)."""
         spec_pool = cfg.pooling
-        inputs = {"model": model_identity(cfg.model), "task": self.task_fp, "pooling": spec_pool,
+        inputs = {"model": self.identity(cfg), "task": self.task_fp, "pooling": spec_pool,
                   "layer": cfg.layer, "max_length": cfg.max_length}
 
         def compute(tmp: Path) -> dict:
-            backbone, tok, info = self.pool.get(cfg)
+            backbone, tok, info = self.backbone(cfg)
             pooling = resolve_pooling(cfg.pooling, info.arch)
             feats = extract_features(backbone, tok, self.task.inputs(), pooling=pooling, layers=[cfg.layer],
                                      max_length=cfg.max_length, batch_size=cfg.features_batch_size,
@@ -147,13 +186,18 @@ class Stages:
         seed: int = 0,
         predict_on: dict[str, np.ndarray],
         label: str,
+        test_idx: np.ndarray | None = None,
     ) -> "Trained":
-        """Train ``cfg.model`` on ``labels`` and predict class probabilities on ``predict_on``."""
+        """Train ``cfg.model`` on ``labels`` and predict class probabilities on ``predict_on``.
+
+        With ``test_idx``, every curve point also carries ``test_acc``: ground-truth accuracy on those
+        examples at that step (a measurement only; training and early stopping never see it).
+        """
         loss = loss or LossConfig()
         train_cfg = cfg.train_config()
         val_gt = self.task.labels[val.idx] if val is not None else None
         inputs: dict[str, Any] = {
-            "model": model_identity(cfg.model), "train": train_cfg.model_dump(), "task": self.task_fp,
+            "model": self.identity(cfg), "train": train_cfg.model_dump(), "task": self.task_fp,
             "train_idx": idx_hash(labels.idx), "targets": labels.key, "target_kind": target_kind,
             "loss": loss.model_dump() if loss.name != "xent" else "xent", "early_stopping": early_stopping,
             "val": None if val is None else {"idx": idx_hash(val.idx), "weak": val.key}, "seed": seed,
@@ -161,6 +205,8 @@ class Stages:
         }
         if labels.key.startswith("gt:") is False:
             inputs["targets_hash"] = array_hash(labels.probs)
+        if test_idx is not None:
+            inputs["test_curve"] = idx_hash(test_idx)
 
         def compute(tmp: Path) -> dict:
             scratch = self.store.scratch("train", stage_key("train", inputs))
@@ -168,9 +214,18 @@ class Stages:
             val_set = None
             if val is not None and len(val.idx):
                 val_set = ValSet(val.idx, val_gt, None if val.key.startswith("gt:") else val.probs.argmax(1))
+            extra_eval = None
+            if test_idx is not None:
+                test_gt = self.task.labels[test_idx]
+
+                def extra_eval(m) -> dict[str, float]:
+                    probs = predict(m, batcher, test_idx, train_cfg.batch_size * 2, device)
+                    return {"test_acc": float((probs.argmax(1) == test_gt).mean())}
+
             result = fit(module, batcher, labels.idx, labels.targets(target_kind), train_cfg, loss=loss, seed=seed,
                          val=val_set, early_stopping=early_stopping,
-                         checkpoint_dir=None if train_cfg.uses_features() else scratch, desc=label)
+                         checkpoint_dir=None if train_cfg.uses_features() else scratch, desc=label,
+                         extra_eval=extra_eval)
             from safetensors.torch import save_file
 
             save_file({k: v.contiguous() for k, v in result.state.items()}, str(tmp / "trainable.safetensors"))
@@ -194,7 +249,7 @@ class Stages:
             feats = torch.from_numpy(self.features(cfg))
             head = probe_head(feats[torch.as_tensor(labels.idx)], self.task.num_classes)
             return head, FeatureBatcher(feats), device, None
-        backbone, tok, info = self.pool.get(cfg)
+        backbone, tok, info = self.backbone(cfg)
         torch.manual_seed(seed)
         clf = build_classifier(copy_for_regime(backbone, train_cfg), self.task.num_classes, train_cfg, info.arch)
         encoded = self.encoded(cfg, tok)
@@ -220,11 +275,11 @@ class Stages:
 
     def prefix(self, cfg: ModelConfig, start: int) -> PrefixStates:
         """Hidden states at the input of block ``start`` for every example (cached stage)."""
-        inputs = {"model": model_identity(cfg.model), "task": self.task_fp, "start": start,
+        inputs = {"model": self.identity(cfg), "task": self.task_fp, "start": start,
                   "max_length": cfg.max_length}
 
         def compute(tmp: Path) -> dict:
-            backbone, tok, _ = self.pool.get(cfg)
+            backbone, tok, _ = self.backbone(cfg)
             encoded = self.encoded(cfg, tok)
             need = int(encoded.lengths().sum()) * hidden_size(backbone.config) * 4
             if need > PREFIX_CACHE_MAX_BYTES:
