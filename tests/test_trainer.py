@@ -142,3 +142,54 @@ def test_logconf_and_lora_train():
     clf = build_classifier(copy.deepcopy(model), 2, cfg, info.arch)
     res = fit(clf, batcher, np.arange(64), onehot(y), cfg, loss=LossConfig(name="logconf"), seed=0)
     assert res.steps == 4 and any("lora" in k for k in res.state)
+
+
+def test_token_budget_batches_cover_every_example_once_with_little_padding():
+    from superalign.models.classifier import length_batches, padding_waste
+
+    lengths = np.random.default_rng(0).integers(1, 40, 1000)
+    batches = list(length_batches(lengths, 16, max_tokens=2048))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    assert all(len(b) >= 16 for b in batches[:-1])
+    # beyond the minimum batch size a batch only grows within the token budget and the waste cap
+    grown = [b for b in batches if len(b) > 16]
+    assert grown and all(len(b) * lengths[b].max() <= 2048 for b in grown)
+    assert all(padding_waste(lengths, [b]) <= 1.1 + 1e-9 for b in grown)
+    assert len(batches) < len(list(length_batches(lengths, 16)))  # short texts went in larger batches
+
+
+def test_predict_does_not_depend_on_the_token_budget():
+    model, info, batcher, y = _finetune_setup()
+    clf = build_classifier(copy.deepcopy(model), 2, TrainConfig(regime="head"), info.arch)
+    torch.nn.init.normal_(clf.head.weight)
+    a = predict(clf, batcher, np.arange(64), 4, max_tokens=None)
+    b = predict(clf, batcher, np.arange(64), 4, max_tokens=4096)
+    assert np.allclose(a, b, atol=1e-5) and not np.allclose(a, 0.5)
+
+
+def test_cosine_schedule_from_transformers_matches_the_plain_formula():
+    import math
+
+    x, y = blobs()
+    head = probe_head(x, 2)
+    cfg = TrainConfig(epochs=2, batch_size=100, lr=0.1)
+    lrs = []
+
+    def record(logits, tgt):
+        lrs.append(opt_lr())
+        return torch.nn.functional.cross_entropy(logits, tgt)
+
+    import superalign.training.trainer as tr
+
+    made = []
+    real = tr.make_optimizer
+    tr.make_optimizer = lambda *a, **k: made.append(real(*a, **k)) or made[-1]
+    try:
+        def opt_lr():
+            return made[0].param_groups[0]["lr"]
+        fit(head, FeatureBatcher(x), np.arange(400), onehot(y), cfg, seed=0, loss_fn=record)
+    finally:
+        tr.make_optimizer = real
+    total = 8
+    assert lrs == pytest.approx([0.1 * 0.5 * (1 + math.cos(math.pi * s / total)) for s in range(total)])
+    assert made[0].defaults["fused"]  # one fused AdamW kernel on CPU

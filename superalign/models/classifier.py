@@ -98,8 +98,41 @@ def collate(ids: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.
     return input_ids, mask
 
 
-def length_batches(lengths: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
-    """Index batches of similar length (sorted), which wastes little compute on padding."""
+#: Default padded-token budget of an inference batch (features, prefix states, predictions).
+INFERENCE_TOKENS = 4096
+
+
+def length_batches(lengths: np.ndarray, batch_size: int, max_tokens: int | None = None,
+                   max_waste: float = 1.1) -> Iterator[np.ndarray]:
+    """Index batches of similar length (sorted), which wastes little compute on padding.
+
+    With ``max_tokens``, a batch holds at least ``batch_size`` examples and grows past that while
+    its padded size (rows x longest row) stays within ``max_tokens`` and within ``max_waste`` times
+    its real tokens: short texts go through the model in large batches (large matrix products run
+    nearer the machine's peak) with little padding, long ones keep ``batch_size``.
+    """
     order = np.argsort(lengths, kind="stable")
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
+    if max_tokens is None:
+        for start in range(0, len(order), batch_size):
+            yield order[start : start + batch_size]
+        return
+    sorted_len = np.maximum(lengths[order].astype(np.int64), 1)
+    start = 0
+    while start < len(order):
+        end = min(start + batch_size, len(order))
+        real = int(sorted_len[start:end].sum())
+        while end < len(order):
+            rows, longest = end + 1 - start, int(sorted_len[end])
+            if rows * longest > max_tokens or rows * longest > max_waste * (real + longest):
+                break
+            real += longest
+            end += 1
+        yield order[start:end]
+        start = end
+
+
+def padding_waste(lengths: np.ndarray, batches: Sequence[np.ndarray]) -> float:
+    """Padded tokens / real tokens over ``batches`` of right-padded rows (1.0 = no padding)."""
+    real = sum(int(lengths[b].sum()) for b in batches)
+    padded = sum(len(b) * int(lengths[b].max()) for b in batches)
+    return padded / max(1, real)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from superalign.models.classifier import collate, encode, length_batches, pool
+from superalign.models.classifier import INFERENCE_TOKENS, collate, encode, length_batches, pool
 
 
 @torch.inference_mode()
@@ -27,10 +27,13 @@ def extract_features(
     batch_size: int = 32,
     desc: str = "features",
     device: torch.device | str | None = None,
+    max_tokens: int | None = INFERENCE_TOKENS,
 ) -> dict[int, np.ndarray]:
     """Return ``{layer: (N, D) float32}`` in the order of ``texts``.
 
-    Batches hold texts of similar length, so short texts are not padded to the longest one.
+    Batches hold texts of similar length, so short texts are not padded to the longest one, and
+    at least ``batch_size`` texts, more while the padded batch stays within ``max_tokens`` tokens
+    (``None``: exactly ``batch_size``).
     """
     enc = encode(tokenizer, texts, max_length)
     lengths = enc.lengths()
@@ -39,7 +42,7 @@ def extract_features(
     device = device or next(model.parameters()).device
     model.to(device)
     with tqdm(total=len(texts), desc=desc, unit="ex", leave=False) as bar:
-        for idx in length_batches(lengths, batch_size):
+        for idx in length_batches(lengths, batch_size, max_tokens):
             ids, mask = collate([enc.ids[i] for i in idx], tokenizer.pad_token_id)
             ids, mask = ids.to(device), mask.to(device)
             res = model(input_ids=ids, attention_mask=mask, output_hidden_states=want_all)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from superalign.models.classifier import Classifier, Encoded, collate, length_batches
+from superalign.models.classifier import INFERENCE_TOKENS, Classifier, Encoded, collate, length_batches
 from superalign.training.regimes import transformer_blocks
 
 
@@ -33,22 +33,49 @@ class PrefixStates:
         return self.flat[self.offsets[i] : self.offsets[i + 1]]
 
 
+class _Stop(Exception):
+    """Raised by a hook on block ``start`` once its input is captured: the later blocks never run."""
+
+
 @torch.inference_mode()
 def compute_prefix_states(backbone: nn.Module, encoded: Encoded, pad_id: int, start: int, batch_size: int = 32,
-                          desc: str = "prefix states", device: torch.device | str | None = None) -> PrefixStates:
-    """Hidden states at the input of block ``start`` for every example (right-padded batches)."""
+                          desc: str = "prefix states", device: torch.device | str | None = None,
+                          max_tokens: int | None = INFERENCE_TOKENS) -> PrefixStates:
+    """Hidden states at the input of block ``start`` for every example (right-padded batches).
+
+    Only blocks ``[0, start)`` run: a pre-hook on block ``start`` takes its input and stops the
+    forward. Batches are length-sorted, at least ``batch_size`` rows and more while the padded batch
+    stays within ``max_tokens`` tokens.
+    """
     device = device or next(backbone.parameters()).device
     lengths = encoded.lengths()
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     flat: np.ndarray | None = None
-    for idx in tqdm(list(length_batches(lengths, batch_size)), desc=desc, leave=False):
-        ids, mask = collate([encoded.ids[i] for i in idx], pad_id)
-        hidden = backbone(input_ids=ids.to(device), attention_mask=mask.to(device),
-                          output_hidden_states=True).hidden_states[start].cpu()
-        if flat is None:
-            flat = np.zeros((int(offsets[-1]), hidden.shape[-1]), dtype=np.float32)
-        for row, i in enumerate(idx):
-            flat[offsets[i] : offsets[i + 1]] = hidden[row, : lengths[i]].float().numpy()
+    blocks = transformer_blocks(backbone)
+    captured: list[torch.Tensor] = []
+
+    def grab(_module, args, kwargs):
+        captured.append(args[0] if args else kwargs["hidden_states"])
+        raise _Stop
+
+    handle = blocks[start].register_forward_pre_hook(grab, with_kwargs=True) if start < len(blocks) else None
+    try:
+        for idx in tqdm(list(length_batches(lengths, batch_size, max_tokens)), desc=desc, leave=False):
+            ids, mask = collate([encoded.ids[i] for i in idx], pad_id)
+            captured.clear()
+            try:
+                out = backbone(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True)
+                hidden = out.hidden_states[start]
+            except _Stop:
+                hidden = captured[0]
+            hidden = hidden.float().cpu().numpy()
+            if flat is None:
+                flat = np.zeros((int(offsets[-1]), hidden.shape[-1]), dtype=np.float32)
+            for row, i in enumerate(idx):
+                flat[offsets[i] : offsets[i + 1]] = hidden[row, : lengths[i]]
+    finally:
+        if handle is not None:
+            handle.remove()
     assert flat is not None
     return PrefixStates(flat, offsets)
 
