@@ -86,10 +86,12 @@ def _cut(idx: np.ndarray, score: np.ndarray, threshold: float) -> tuple[np.ndarr
 def summary_lines(r: dict[str, Any]) -> list[str]:
     """The printed lines of an easy-to-hard result."""
     a, g = r["accuracy"], r["gap_recovered"]
+    hard = {c: fmt_interval(a[c]["hard"], True) for c in ("easy", "all", "hard")}
     return [f"easy-to-hard ({r['task']}, {r['model']}, difficulty={r['difficulty']}): accuracy on hard examples % "
-            f"— trained on easy {fmt_interval(a['easy']['hard'], True)}, on all {fmt_interval(a['all']['hard'], True)}, "
-            f"on hard {fmt_interval(a['hard']['hard'], True)}; majority class {100 * r['baseline_hard']:.1f}",
-            f"  gap recovered on hard examples {fmt_interval(g)}" + ("" if g["reliable"] else f" (unreliable: {g['note']})")]
+            f"— trained on easy {hard['easy']}, on all {hard['all']}, on hard {hard['hard']}; "
+            f"majority class {100 * r['baseline_hard']:.1f}",
+            f"  gap recovered on hard examples {fmt_interval(g)}"
+            + ("" if g["reliable"] else f" (unreliable: {g['note']})")]
 
 
 def report_sections(r: dict[str, Any]) -> list:

@@ -270,9 +270,9 @@ def _proxy_stage(cfg: OveroptConfig, store: Store, gold_stage, pairs_stage) -> A
         from safetensors.torch import save_file
 
         from superalign.data.chess import move_prompt
+        from superalign.data.preferences import pairs_from_rows
         from superalign.io import read_jsonl
         from superalign.models.loading import load_backbone
-        from superalign.data.preferences import pairs_from_rows
         from superalign.rlaif.pm import PreferenceModel
 
         positions = read_json(gold_stage.file("positions.json"))
@@ -387,7 +387,8 @@ def report_sections(r: dict[str, Any]) -> list:
 
 
 @register_measurement("overoptimization", config=OveroptConfig, default=True, summary=summary_lines,
-                      report=report_sections, help="proxy vs Stockfish gold reward as best-of-n and RL optimise the proxy")
+                      report=report_sections,
+                      help="proxy vs Stockfish gold reward as best-of-n and RL optimise the proxy")
 def run_overopt(cfg: OveroptConfig | dict[str, Any] | None = None, store: Store | None = None) -> dict[str, Any]:
     """Run (or resume from ``store``) the chess over-optimisation experiment; JSON-serialisable results.
 

@@ -27,8 +27,9 @@ log = logging.getLogger("superalign.oversight")
 
 
 def _unknown(name: Any) -> PydanticCustomError:
+    valid = ", ".join(m.name for m in list_measurements())
     return PydanticCustomError("unknown_measurement", "'{name}' is not a registered oversight measurement; "
-                               "valid names: {valid}", {"name": str(name), "valid": ", ".join(m.name for m in list_measurements())})
+                               "valid names: {valid}", {"name": str(name), "valid": valid})
 
 
 class OversightConfig(YamlConfig):
