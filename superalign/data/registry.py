@@ -48,7 +48,7 @@ def list_tasks() -> list[TaskSpec]:
     return [TASKS[k] for k in sorted(TASKS)]
 
 
-def load_task(name: str, *, max_examples: int | None = None, seed: int = 0, **options: Any) -> TaskData:
+def load_task(name: str, /, *, max_examples: int | None = None, seed: int = 0, **options: Any) -> TaskData:
     """Load a task by registered name, local path, or ``hf:`` data set name.
 
     ``max_examples`` keeps a class-balanced deterministic subsample (``seed``) so that large data
