@@ -7,8 +7,9 @@ For each zoo model the script measures
      rows, FLOP-weighted over the shapes (the best this machine does for that model's GEMMs); and
      the same at M = the tokens of one training batch (the ceiling small training batches face);
   2. feature extraction (``extract_features``: pooled hidden states, no grad), last-k fine-tuning
-     through the whole model (``fit``, regime ``last_k``), last-k on cached prefix states (the cache
-     pass included) and full fine-tuning (``fit``, regime ``full``), each timed end to end;
+     through the whole model (``fit``, regime ``last_k``), the same with the frozen blocks streamed
+     over chunks of upcoming batches (``StreamingPrefixBatcher``), last-k on cached prefix states
+     (the cache pass included) and full fine-tuning (``fit``, regime ``full``), each timed end to end;
 
 and prints, per workload, the achieved FLOP/s as a fraction of the peak, with the padding waste
 (padded tokens / real tokens) of the batches it ran beside it. FLOPs are counted on real tokens:
@@ -121,7 +122,12 @@ def main() -> None:
     from superalign.models.classifier import INFERENCE_TOKENS, encode, length_batches, padding_waste, resolve_pooling
     from superalign.models.features import extract_features
     from superalign.training import TokenBatcher, TrainConfig, build_classifier, fit
-    from superalign.training.prefix import PrefixBatcher, PrefixClassifier, compute_prefix_states
+    from superalign.training.prefix import (
+        PrefixBatcher,
+        PrefixClassifier,
+        StreamingPrefixBatcher,
+        compute_prefix_states,
+    )
     from superalign.training.regimes import copy_for_regime
     from superalign.training.trainer import epoch_batches
 
@@ -201,9 +207,23 @@ def main() -> None:
         record(f"last-{args.last_k} fine-tune", s, (2 * (n_body - n_trained) + 6 * n_trained) * lt.sum(), waste_train, n)
         del clf
 
-        # last-k on cached prefix states (cache pass included) -----------------------------------
+        # last-k, frozen blocks streamed over chunks of 16 upcoming batches ----------------------
         start = len(blocks) - args.last_k
         sub_enc = type(enc_all)(enc_all.ids[:n])
+        clf = build_classifier(copy_for_regime(backbone, cfg), task.num_classes, cfg, info.arch).to(dev)
+        pre = PrefixClassifier(clf, start)
+        sync(dev)
+        t = time.perf_counter()
+        with torch.autocast(**amp):
+            fit(pre, StreamingPrefixBatcher(backbone, sub_enc, tok.pad_token_id, start, batch_size=args.batch_size),
+                idx, onehot[:n], cfg, seed=0, desc="streamed")
+        sync(dev)
+        s = time.perf_counter() - t
+        record(f"last-{args.last_k} streamed prefix", s, (2 * (n_body - n_trained) + 6 * n_trained) * lt.sum(),
+               waste_train, n)
+        del clf, pre
+
+        # last-k on cached prefix states (cache pass included) -----------------------------------
         sync(dev)
         t = time.perf_counter()
         with torch.autocast(**amp):

@@ -193,3 +193,27 @@ def test_cosine_schedule_from_transformers_matches_the_plain_formula():
     total = 8
     assert lrs == pytest.approx([0.1 * 0.5 * (1 + math.cos(math.pi * s / total)) for s in range(total)])
     assert made[0].defaults["fused"]  # one fused AdamW kernel on CPU
+
+
+def test_streamed_prefix_states_train_like_the_stored_cache():
+    from superalign.training.prefix import (
+        PrefixBatcher,
+        PrefixClassifier,
+        StreamingPrefixBatcher,
+        compute_prefix_states,
+    )
+    from superalign.training.regimes import copy_for_regime, transformer_blocks
+
+    model, info, batcher, y = _finetune_setup()
+    cfg = TrainConfig(regime="last_k", last_k=1, epochs=2, batch_size=8, lr=1e-3)
+    start = len(transformer_blocks(model)) - 1
+    stored = PrefixBatcher(batcher.encoded, batcher.pad_id,
+                           compute_prefix_states(model, batcher.encoded, batcher.pad_id, start))
+    streamed = StreamingPrefixBatcher(model, batcher.encoded, batcher.pad_id, start, chunk=3)
+    results = []
+    for b in (stored, streamed):
+        clf = PrefixClassifier(build_classifier(copy_for_regime(model, cfg), 2, cfg, info.arch), start)
+        results.append(fit(clf, b, np.arange(64), onehot(y), cfg, seed=0))
+    assert streamed.frozen_passes == 2 * 64  # every example through the frozen blocks once per epoch
+    for k in results[0].state:
+        assert torch.allclose(results[0].state[k], results[1].state[k], atol=1e-5), k

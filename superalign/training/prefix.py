@@ -167,3 +167,59 @@ def check_equivalence(reference: Classifier, prefixed: PrefixClassifier, batcher
         raise RuntimeError(f"prefix-cached model differs from the full model by {diff:.2e} (> {atol:g}); "
                            "set prefix_cache: false for this model")
     return diff
+
+
+class StreamingPrefixBatcher:
+    """Prefix states computed on the fly, a chunk of upcoming batches at a time, and then dropped.
+
+    For last-k training without a stored cache (``prefix_cache: false``-style memory use): ``fit``
+    announces each epoch's batches through :meth:`plan`; when a batch is asked for, the frozen blocks
+    run once over the examples of it and the next ``chunk - 1`` planned batches, in length-sorted,
+    token-budgeted batches (large matrix products), and only those states are kept. The frozen
+    forward still runs for every example in every epoch, as with a plain full forward; the trained
+    blocks see the same numbers (up to float rounding). Pair it with :class:`PrefixClassifier`.
+    Batches not in the plan (validation, prediction) get their states computed for them alone.
+    """
+
+    def __init__(self, backbone: nn.Module, encoded: Encoded, pad_id: int, start: int, chunk: int = 16,
+                 batch_size: int = 32, max_tokens: int | None = INFERENCE_TOKENS):
+        self.backbone, self.encoded, self.pad_id, self.start = backbone, encoded, pad_id, start
+        self.chunk, self.batch_size, self.max_tokens = chunk, batch_size, max_tokens
+        self._plan: list[np.ndarray] = []
+        self._where: dict[tuple[int, int], int] = {}
+        self._states: dict[int, np.ndarray] = {}
+        self.frozen_passes = 0  # examples run through the frozen blocks (for tests and benchmarks)
+
+    def plan(self, batches: Sequence[np.ndarray]) -> None:
+        """The batches (example indices) of the coming epoch, in order."""
+        self._plan = [np.asarray(b) for b in batches]
+        self._where = {(int(b[0]), len(b)): k for k, b in enumerate(self._plan) if len(b)}
+        self._states = {}
+
+    def _compute(self, examples: np.ndarray) -> None:
+        sub = Encoded([self.encoded.ids[int(i)] for i in examples])
+        was = self.backbone.training
+        self.backbone.eval()
+        states = compute_prefix_states(self.backbone, sub, self.pad_id, self.start, self.batch_size,
+                                       desc="prefix chunk", max_tokens=self.max_tokens)
+        self.backbone.train(was)
+        self.frozen_passes += len(examples)
+        self._states = {int(i): states.get(j) for j, i in enumerate(examples)}
+
+    def inputs(self, idx: Sequence[int]) -> tuple[torch.Tensor, ...]:
+        idx = np.asarray(idx)
+        if any(int(i) not in self._states for i in idx):
+            k = self._where.get((int(idx[0]), len(idx)))
+            if k is not None and np.array_equal(self._plan[k], idx):
+                self._compute(np.unique(np.concatenate(self._plan[k : k + self.chunk])))
+            else:
+                self._compute(np.unique(idx))
+        ids, mask = collate([self.encoded.ids[int(i)] for i in idx], self.pad_id)
+        states = torch.zeros((len(idx), ids.shape[1], next(iter(self._states.values())).shape[1]))
+        for row, i in enumerate(idx):
+            s = self._states[int(i)]
+            states[row, : len(s)] = torch.from_numpy(s)
+        return ids, mask, states
+
+    def lengths(self) -> np.ndarray | None:
+        return self.encoded.lengths()

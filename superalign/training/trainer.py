@@ -213,6 +213,8 @@ def fit(
         if accelerator.num_processes > 1:  # data parallel: each process takes its share of the batches
             usable = len(batches) - len(batches) % accelerator.num_processes
             batches = batches[accelerator.process_index:usable:accelerator.num_processes]
+        if hasattr(batcher, "plan"):  # e.g. StreamingPrefixBatcher: it prepares upcoming batches together
+            batcher.plan([train_idx[pos] for pos in batches])
         module.train()
         for b, pos in enumerate(batches):
             if b < state.batch_in_epoch:  # resumed mid-epoch: these batches are done
