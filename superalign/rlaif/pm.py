@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from superalign.data.preferences import Pairs  # noqa: F401  (moved to data/; importable from here as before)
 from superalign.metrics import expected_calibration_error
 from superalign.models.classifier import resolve_pooling
 from superalign.models.features import extract_features
@@ -90,30 +91,6 @@ class PairFeatureBatcher:
 
     def lengths(self) -> np.ndarray | None:
         return None
-
-
-@dataclass
-class Pairs:
-    """Comparisons: P(a better than b) for each (prompt, a, b)."""
-
-    prompts: list[str]
-    a: list[str]
-    b: list[str]
-    p: np.ndarray
-
-    def __post_init__(self) -> None:
-        self.p = np.asarray(self.p, dtype=np.float32)
-
-    def __len__(self) -> int:
-        return len(self.prompts)
-
-    def subset(self, idx: Sequence[int]) -> "Pairs":
-        return Pairs([self.prompts[i] for i in idx], [self.a[i] for i in idx], [self.b[i] for i in idx], self.p[list(idx)])
-
-    @classmethod
-    def concat(cls, parts: list["Pairs"]) -> "Pairs":
-        return cls(sum((x.prompts for x in parts), []), sum((x.a for x in parts), []), sum((x.b for x in parts), []),
-                   np.concatenate([x.p for x in parts]))
 
 
 class PreferenceModel:
