@@ -273,7 +273,10 @@ def w2s_show_config(name: str = typer.Argument("w2s_default", help="an embedded 
     """Print an embedded config, to copy and edit."""
     path = CONFIG_DIR / f"{name}.yaml"
     if not path.exists():
-        _fail(FileNotFoundError(f"no embedded config '{name}'; have {[p.stem for p in CONFIG_DIR.glob('*.yaml')]}"))
+        from superalign.errors import ConfigError
+
+        _fail(ConfigError("NAME", f"no embedded config '{name}'",
+                          f"use one of {sorted(p.stem for p in CONFIG_DIR.glob('w2s*.yaml'))}"))
     typer.echo(path.read_text())
 
 
@@ -424,7 +427,9 @@ def assets_install(names: List[str] = typer.Argument(None, help="assets to insta
 
     for name in names or DEFAULT_ASSETS:
         if name not in ASSETS:
-            _fail(KeyError(f"unknown asset '{name}'; known: {sorted(ASSETS)}"))
+            from superalign.errors import ConfigError
+
+            _fail(ConfigError("NAMES", f"unknown asset '{name}'", f"use one of {sorted(ASSETS)}"))
         typer.echo(f"{name}: {install(name)}")
 
 

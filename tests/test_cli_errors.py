@@ -121,3 +121,13 @@ def test_real_entry_point_prints_one_line_without_traceback(bad, tmp_path):
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: ") and "Fix: " in lines[0], proc.stderr
         assert "Traceback" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["w2s", "show-config", "nope"], "error: NAME: no embedded config 'nope'. Fix: "),
+    (["assets", "install", "nope"], "error: NAMES: unknown asset 'nope'. Fix: "),
+    (["report", "/nonexistent/run"], "error: RUN_DIR: '/nonexistent/run' has no results.json. Fix: "),
+])
+def test_other_commands_fail_in_one_line(args, expected):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1 and res.stderr.startswith(expected), res.output
