@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from pydantic import BaseModel, ConfigDict, Field
 
 from superalign.errors import SuperalignError
+from superalign.io import read_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from superalign.w2s.pipeline import W2SResult
@@ -306,7 +307,7 @@ def log_sweep_run(
                 cell_dir = Path(cell["out_dir"]) if cell.get("out_dir") else None
                 config = {}
                 if cell_dir is not None and (cell_dir / "results.json").is_file():
-                    config = json.loads((cell_dir / "results.json").read_text()).get("config", {})
+                    config = read_json(cell_dir / "results.json").get("config", {})
                 st = cell.get("stages") or {}
                 tags = {"superalign.experiment": "sweep-cell", "superalign.cell": cell["id"],
                         "status": cell["status"], **{k: str(v) for k, v in cell["coords"].items()}}

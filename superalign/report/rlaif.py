@@ -7,14 +7,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from superalign.metrics import Interval
+from superalign.metrics import fmt_interval
 from superalign.report.html import Section, Table, register_report
 from superalign.report.plots import plt, to_png
 from superalign.report.tables import format_rows
-
-
-def _iv(d: dict, pct: bool = True) -> str:
-    return Interval(d["value"], d["low"], d["high"]).fmt(pct=pct)
 
 
 def _f(x: Any, digits: int = 3) -> str:
@@ -25,7 +21,7 @@ def win_rate_rows(ev: dict) -> list[list[str]]:
     rows = []
     for key, judges in ev["win_rates"].items():
         x, y = key.split("|")
-        rows.append([f"{x} vs {y}", _iv(judges["labeller"]), _iv(judges["pm"])])
+        rows.append([f"{x} vs {y}", fmt_interval(judges["labeller"], pct=True), fmt_interval(judges["pm"], pct=True)])
     return rows
 
 

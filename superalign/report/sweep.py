@@ -14,16 +14,15 @@ from typing import Any
 import numpy as np
 import yaml
 
-from superalign.metrics import Interval
+from superalign.metrics import fmt_interval
 from superalign.report.html import Section, Table, register_report
 from superalign.report.plots import plt, to_png
 from superalign.report.tables import format_rows
 
 
 def _iv(d: dict | None, pct: bool = True) -> str:
-    if not d:
-        return "-"
-    return Interval(d["value"], d["low"], d["high"]).fmt(pct=pct)
+    """:func:`~superalign.metrics.fmt_interval` (percent by default), ``-`` for a missing value."""
+    return fmt_interval(d, pct=pct) if d else "-"
 
 
 def _size(m: float | None) -> str:

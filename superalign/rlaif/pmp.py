@@ -13,7 +13,6 @@ ranks above the definition of a sibling concept (same parent), which ranks above
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from superalign.errors import ConfigError
+from superalign.io import read_jsonl
 from superalign.rlaif.pm import Pairs
 
 
@@ -80,7 +80,7 @@ def load_ranked_answers(source: str, *, limit: int | None = None) -> list[dict[s
     if not path.exists():
         raise ConfigError("pmp.source", f"'{source}' is neither a file nor hf:NAME",
                           "give a JSONL of ranked answers, hf:NAME, or 'wordnet' for the offline default")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = read_jsonl(path)
     return rows[:limit] if limit else rows
 
 
