@@ -58,6 +58,7 @@ def write_report(run_dir: str | Path) -> Path:
     """Render ``run_dir/report.html`` from ``run_dir/results.json``."""
     import superalign.oversight.autointerp  # noqa: F401  (each module registers its report builder)
     import superalign.report.oversight  # noqa: F401
+    import superalign.report.reproduce  # noqa: F401
     import superalign.report.rlaif  # noqa: F401
     import superalign.report.sweep  # noqa: F401
     import superalign.report.w2s  # noqa: F401
