@@ -118,7 +118,8 @@ def test_rlhf_path_from_a_file(tmp_path):
 
 
 def test_preference_formats_implicit_prompt_and_conversational(tmp_path):
-    from superalign.rlaif.pipeline import load_preference_rows, policy_prompts_from_pairs
+    from superalign.data.preferences import load_preference_rows
+    from superalign.rlaif.pipeline import policy_prompts_from_pairs
 
     hh = [{"chosen": "\n\nHuman: How do I bake bread?\n\nAssistant: I think you mix flour and water.",
            "rejected": "\n\nHuman: How do I bake bread?\n\nAssistant: I won't help."}]
@@ -183,3 +184,17 @@ def test_shipped_prompt_set():
     split = split_prompts(ps, {"a": 10, "b": 10}, 0)
     assert not set(split["a"]) & set(split["b"])
     assert sum(p in ps.harmful for p in split["a"]) == 5
+
+
+def test_pairs_from_rows_in_data_put_the_chosen_response_at_random():
+    from superalign.data.preferences import Pairs, pairs_from_rows
+    from superalign.rlaif.pm import Pairs as PMPairs
+
+    assert Pairs is PMPairs  # one class, importable from both places
+    rows = [{"prompt": f"q{i}", "chosen": f"good{i}", "rejected": f"bad{i}"} for i in range(40)]
+    pairs = pairs_from_rows(rows, seed=3)
+    assert len(pairs) == 40 and set(pairs.p.tolist()) == {0.0, 1.0}
+    for a, b, p in zip(pairs.a, pairs.b, pairs.p):
+        assert (a.startswith("good") and b.startswith("bad")) if p == 1 else (a.startswith("bad") and b.startswith("good"))
+    again = pairs_from_rows(rows, seed=3)
+    assert again.a == pairs.a and pairs_from_rows(rows, seed=4).a != pairs.a

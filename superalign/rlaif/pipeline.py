@@ -21,19 +21,20 @@ Use from Python::
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import yaml
 
+from superalign.data.preferences import Pairs, load_preference_rows, pairs_from_rows
 from superalign.errors import ConfigError
+from superalign.io import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from superalign.metrics import mean_ci
 from superalign.models.cache import ModelCache, active_cache, model_scope
 from superalign.models.loading import load_backbone, load_causal_lm, model_identity, model_notes
@@ -42,8 +43,8 @@ from superalign.rlaif.config import RLAIFConfig
 from superalign.rlaif.constitution import load_constitution
 from superalign.rlaif.feedback import Labeller, agreement_with_labels
 from superalign.rlaif.generation import GenerationConfig, generate, render_chat
-from superalign.rlaif.pm import Pairs, PreferenceModel
-from superalign.store.store import Store, default_store_root, write_json_atomic
+from superalign.rlaif.pm import PreferenceModel
+from superalign.store.store import Stage, Store, default_store_root
 
 log = logging.getLogger("superalign.rlaif")
 
@@ -177,194 +178,399 @@ class RLAIFResult:
         return rlaif_text(self.summary)
 
 
-def _jsonl(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def run_rlaif(cfg: RLAIFConfig, *, out_dir: str | Path | None = None, store: Store | None = None) -> RLAIFResult:
-    """Run (or resume) the chain; every stage is cached in ``store``."""
-    with model_scope(name="rlaif") as cache:  # the run's models are released when it returns
-        return _run_rlaif(cfg, out_dir=out_dir, store=store, cache=cache)
+    """Run (or resume) the chain; every stage is cached in ``store``.
 
-
-def _run_rlaif(cfg: RLAIFConfig, *, out_dir: str | Path | None, store: Store | None, cache: ModelCache) -> RLAIFResult:
+    The chain is this sequence of :class:`RLAIFStages` calls. To add a stage, add a method there
+    that calls ``self.stage(kind, inputs, compute, label)`` (a cached :meth:`Store.run`) and records
+    its summary entry, and call it here where its inputs are ready.
+    """
     t0 = time.perf_counter()
-    store = store or Store(default_store_root())
-    models = Models(cfg, cache)
-    constitution = load_constitution(cfg.constitution)
-    ps = load_prompt_set(cfg.prompts)
-    split = split_prompts(ps, {"eval": cfg.eval.n_prompts, "slcai": cfg.slcai.n_prompts,
-                               "pref": cfg.preferences.n_prompts if cfg.preferences.source == "ai" else 0}, cfg.seed)
-    policy_id = model_identity(cfg.policy)
-    base_inputs = {"policy": policy_id, "generation": cfg.generation.model_dump(), "seed": cfg.seed,
-                   "constitution": constitution.as_dict()}
-    summary: dict[str, Any] = {"policy": cfg.policy, "feedback_model": cfg.feedback.model, "pm_model": cfg.pm.model,
-                               "preference_source": cfg.preferences.source, "constitution": constitution.name,
-                               "n_principles": len(constitution.principles)}
+    with model_scope(name="rlaif") as cache:  # the run's models are released when it returns
+        st = RLAIFStages(cfg, store or Store(default_store_root()), Models(cfg, cache))
+        revisions = st.slcai()  # 1. SL-CAI: critique → revision
+        sft = st.sft(revisions)  # SFT on the revisions (adapters; () when off)
+        st.labeller_vs_labelled_pairs()  # 2. the labeller on the prompt set's labelled pairs
+        prefs = st.preference_pairs(revisions, sft)  # AI feedback on policy samples, or RLHF data
+        st.policy_prompts(prefs)  # eval / RL prompts (RLHF: from the preference data's prompts)
+        st.labeller_vs_preference_data(prefs)  # RLHF: would AI feedback have given the data's labels?
+        pm = st.preference_model(prefs)  # 3. PMP + Bradley-Terry PM
+        bon = st.best_of_n(pm, sft)  # 4. best-of-n curve
+        rl = st.rl(pm, sft)  # 5. RL with a KL leash to the SFT policy
+        st.evaluate(pm, {"initial": (), **({"sft": sft} if sft else {}), "rl": rl}, bon)  # 6. win rates, Elo
+        return st.finish(out_dir, t0)
 
-    # 1. SL-CAI ------------------------------------------------------------------------------
-    def slcai(tmp: Path) -> dict:
-        from superalign.rlaif.slcai import critique_revision
 
-        model, tok, _ = models.base()
-        rows = critique_revision(model, tok, split["slcai"], constitution, rounds=cfg.slcai.rounds,
-                                 gen=cfg.generation, seed=cfg.seed)
-        _jsonl(tmp / "rows.jsonl", rows)
-        changed = sum(r["chosen"] != r["rejected"] for r in rows)
-        return {"n": len(rows), "revised": changed}
+@dataclass
+class Revisions:
+    """SL-CAI output: the stage key and its rows (``prompt``, ``chosen`` = revision, ``rejected`` = first answer)."""
 
-    sl_stage = store.run("rlaif-slcai", {**base_inputs, "prompts": split["slcai"], "rounds": cfg.slcai.rounds}, slcai,
-                         label="SL-CAI critique/revision")
-    sl_rows = _read_jsonl(sl_stage.file("rows.jsonl"))
-    summary["slcai"] = {**sl_stage.meta["result"], "examples": sl_rows[:3]}
+    key: str
+    rows: list[dict]
 
-    adapters: tuple[str, ...] = ()
-    if cfg.slcai.sft:
-        def sft(tmp: Path) -> dict:
+
+@dataclass
+class Preferences:
+    """The PM's comparisons and where they came from (``meta["key"]`` identifies them in stage keys)."""
+
+    pairs: Pairs
+    meta: dict[str, Any]
+
+
+@dataclass
+class TrainedPM:
+    key: str
+    model: PreferenceModel
+
+
+def _adapter_key(adapters: tuple[str, ...]) -> str:
+    return adapters[0] if adapters else "none"
+
+
+class RLAIFStages:
+    """The chain's cached stages bound to one config, store and models.
+
+    Each public method is one named step: it builds its stage inputs (everything its result depends
+    on, including upstream stage keys), runs ``compute`` through the store unless cached, records
+    its entry in :attr:`summary` and returns what later steps need.
+    """
+
+    def __init__(self, cfg: RLAIFConfig, store: Store, models: Models):
+        self.cfg, self.store, self.models = cfg, store, models
+        self.constitution = load_constitution(cfg.constitution)
+        self.ps = load_prompt_set(cfg.prompts)
+        self.split = split_prompts(self.ps, {"eval": cfg.eval.n_prompts, "slcai": cfg.slcai.n_prompts,
+                                             "pref": cfg.preferences.n_prompts if cfg.preferences.source == "ai" else 0},
+                                   cfg.seed)
+        self.policy_id = model_identity(cfg.policy)
+        self.base_inputs = {"policy": self.policy_id, "generation": cfg.generation.model_dump(), "seed": cfg.seed,
+                            "constitution": self.constitution.as_dict()}
+        self.labeller_inputs = {"model": model_identity(cfg.feedback.model), "cfg": cfg.feedback.model_dump(),
+                                "constitution": self.constitution.as_dict()}
+        self.summary: dict[str, Any] = {
+            "policy": cfg.policy, "feedback_model": cfg.feedback.model, "pm_model": cfg.pm.model,
+            "preference_source": cfg.preferences.source, "constitution": self.constitution.name,
+            "n_principles": len(self.constitution.principles)}
+
+    def stage(self, kind: str, inputs: dict[str, Any], compute: Callable[[Path], dict], label: str, **kw: Any) -> Stage:
+        return self.store.run(kind, inputs, compute, label=label, **kw)
+
+    # 1. SL-CAI --------------------------------------------------------------------------------
+    def slcai(self) -> Revisions:
+        cfg = self.cfg
+
+        def compute(tmp: Path) -> dict:
+            from superalign.rlaif.slcai import critique_revision
+
+            model, tok, _ = self.models.base()
+            rows = critique_revision(model, tok, self.split["slcai"], self.constitution, rounds=cfg.slcai.rounds,
+                                     gen=cfg.generation, seed=cfg.seed)
+            write_jsonl_atomic(tmp / "rows.jsonl", rows)
+            return {"n": len(rows), "revised": sum(r["chosen"] != r["rejected"] for r in rows)}
+
+        st = self.stage("rlaif-slcai", {**self.base_inputs, "prompts": self.split["slcai"], "rounds": cfg.slcai.rounds},
+                        compute, "SL-CAI critique/revision")
+        rows = read_jsonl(st.file("rows.jsonl"))
+        self.summary["slcai"] = {**st.meta["result"], "examples": rows[:3]}
+        return Revisions(st.key, rows)
+
+    def sft(self, revisions: Revisions) -> tuple[str, ...]:
+        """LoRA SFT of the policy on the revisions; the adapter directories to merge (none when off)."""
+        cfg = self.cfg
+        if not cfg.slcai.sft:
+            return ()
+
+        def compute(tmp: Path) -> dict:
             from superalign.rlaif.slcai import sft_on_revisions
 
-            model, tok = models.policy()
-            losses = sft_on_revisions(model, tok, sl_rows, tmp, epochs=cfg.slcai.sft_epochs, lr=cfg.slcai.sft_lr,
-                                      seed=cfg.seed)
-            return {"losses": losses}
+            model, tok = self.models.policy()
+            return {"losses": sft_on_revisions(model, tok, revisions.rows, tmp, epochs=cfg.slcai.sft_epochs,
+                                               lr=cfg.slcai.sft_lr, seed=cfg.seed)}
 
-        sft_stage = store.run("rlaif-sft", {"slcai": sl_stage.key, "epochs": cfg.slcai.sft_epochs, "lr": cfg.slcai.sft_lr},
-                              sft, label="SFT on revisions")
-        adapters = (str(sft_stage.file("adapter")),)
-        summary["sft"] = sft_stage.meta["result"]
-    sft_key = adapters[0] if adapters else "none"
+        st = self.stage("rlaif-sft", {"slcai": revisions.key, "epochs": cfg.slcai.sft_epochs, "lr": cfg.slcai.sft_lr},
+                        compute, "SFT on revisions")
+        self.summary["sft"] = st.meta["result"]
+        return (str(st.file("adapter")),)
 
-    # 2. preference data ---------------------------------------------------------------------
-    labeller_inputs = {"model": model_identity(cfg.feedback.model), "cfg": cfg.feedback.model_dump(),
-                       "constitution": constitution.as_dict()}
+    # 2. preference data -----------------------------------------------------------------------
+    def labeller_vs_labelled_pairs(self) -> None:
+        """Agreement of the AI labeller with the prompt set's labelled pairs (if it has any)."""
+        rows, seed = self.ps.labelled_pairs, self.cfg.seed
+        if not rows:
+            return
 
-    def human_agreement(tmp: Path) -> dict:
-        lab = models.labeller()
-        rows = ps.labelled_pairs
-        rng = random.Random(cfg.seed)
-        flip = [rng.random() < 0.5 for _ in rows]  # chosen shown first or second at random
-        first = [r["rejected"] if f else r["chosen"] for r, f in zip(rows, flip)]
-        second = [r["chosen"] if f else r["rejected"] for r, f in zip(rows, flip)]
-        res = lab.label([r["prompt"] for r in rows], first, second, seed=cfg.seed)
-        truth = np.array([not f for f in flip])
-        return {"agreement": agreement_with_labels(res.p_first, truth), "n": len(rows), **res.summary(),
-                "p_chosen_mean": float(np.where(truth, res.p_first, 1 - res.p_first).mean())}
+        def compute(tmp: Path) -> dict:
+            rng = random.Random(seed)
+            flip = [rng.random() < 0.5 for _ in rows]  # chosen shown first or second at random
+            first = [r["rejected"] if f else r["chosen"] for r, f in zip(rows, flip)]
+            second = [r["chosen"] if f else r["rejected"] for r, f in zip(rows, flip)]
+            res = self.models.labeller().label([r["prompt"] for r in rows], first, second, seed=seed)
+            truth = np.array([not f for f in flip])
+            return {"agreement": agreement_with_labels(res.p_first, truth), "n": len(rows), **res.summary(),
+                    "p_chosen_mean": float(np.where(truth, res.p_first, 1 - res.p_first).mean())}
 
-    if ps.labelled_pairs:
-        agree = store.run("rlaif-feedback-check", {**labeller_inputs, "pairs": ps.labelled_pairs, "seed": cfg.seed},
-                          human_agreement, label="labeller vs labelled pairs")
-        summary["labeller_vs_labelled_pairs"] = agree.meta["result"]
+        st = self.stage("rlaif-feedback-check", {**self.labeller_inputs, "pairs": rows, "seed": seed}, compute,
+                        "labeller vs labelled pairs")
+        self.summary["labeller_vs_labelled_pairs"] = st.meta["result"]
 
-    pairs, pref_meta = _preference_pairs(cfg, store, models, split, sl_rows, sl_stage.key, adapters, labeller_inputs)
-    summary["preferences"] = pref_meta
-    if cfg.preferences.source != "ai":  # RLHF: the policy answers the preference data's own prompts
-        split["eval"], split["rl"] = policy_prompts_from_pairs(pairs.prompts, cfg.eval.n_prompts, cfg.seed)
-        check = pairs.subset(range(min(64, len(pairs))))
+    def preference_pairs(self, revisions: Revisions, adapters: tuple[str, ...]) -> Preferences:
+        """Comparisons for the PM: AI-labelled policy samples (RLAIF), or human / chess pairs (RLHF)."""
+        cfg, src = self.cfg, self.cfg.preferences
+        if src.source in ("file", "hub"):
+            if not src.path:
+                raise ConfigError("preferences.path", f"is required for source '{src.source}'",
+                                  "give a prompt/chosen/rejected file or a hub data set name")
+            pairs = pairs_from_rows(load_preference_rows(src.path, hub=src.source == "hub"), cfg.seed)
+            prefs = Preferences(pairs, {"key": f"{src.source}:{src.path}:{len(pairs)}", "n": len(pairs),
+                                        "kind": "human"})
+        elif src.source == "chess":
+            from superalign.data.chess import cached_move_preference_pairs
 
-        def data_agreement(tmp: Path) -> dict:  # would AI feedback have given the data's labels?
-            res = models.labeller().label(check.prompts, check.a, check.b, seed=cfg.seed)
+            pairs = pairs_from_rows(cached_move_preference_pairs(src.n_chess, seed=cfg.seed), cfg.seed)
+            prefs = Preferences(pairs, {"key": f"chess:{src.n_chess}:{cfg.seed}", "n": len(pairs), "kind": "stockfish"})
+        else:
+            rows, n_samples = self.policy_samples(revisions, adapters)
+            if src.include_slcai_pairs:
+                rows += [{"prompt": r["prompt"], "a": r["chosen"], "b": r["rejected"]} for r in revisions.rows
+                         if r["chosen"] != r["rejected"]]
+            prefs = self.ai_feedback(rows, n_samples, revisions)
+        self.summary["preferences"] = prefs.meta
+        return prefs
+
+    def policy_samples(self, revisions: Revisions, adapters: tuple[str, ...]) -> tuple[list[dict], dict]:
+        """Two samples per preference prompt from the (SFT) policy: rows ``prompt``, ``a``, ``b``."""
+        cfg, prompts = self.cfg, self.split["pref"]
+
+        def compute(tmp: Path) -> dict:
+            model, tok = self.models.policy(adapters)
+            out = generate(model, tok, _chat(tok, prompts), cfg.generation, seed=cfg.seed + 3, num_return_sequences=2,
+                           desc="preference samples")
+            write_jsonl_atomic(tmp / "samples.jsonl",
+                               [{"prompt": p, "a": o[0].text, "b": o[1].text} for p, o in zip(prompts, out)])
+            return {"n": len(prompts)}
+
+        st = self.stage("rlaif-samples", {"adapters": _adapter_key(adapters), "slcai": revisions.key,
+                                          "prompts": prompts, "generation": cfg.generation.model_dump(),
+                                          "policy": self.policy_id, "seed": cfg.seed},
+                        compute, "policy samples for feedback")
+        return read_jsonl(st.file("samples.jsonl")), {"key": st.key, "n": st.meta["result"]["n"]}
+
+    def ai_feedback(self, rows: list[dict], samples: dict, revisions: Revisions) -> Preferences:
+        """The labeller's P(a better) on each row, both orderings and the principle ensemble."""
+        cfg = self.cfg
+
+        def compute(tmp: Path) -> dict:
+            res = self.models.labeller().label([r["prompt"] for r in rows], [r["a"] for r in rows],
+                                               [r["b"] for r in rows], seed=cfg.seed)
+            np.save(tmp / "p_first.npy", res.p_first, allow_pickle=False)
+            np.save(tmp / "p_a.npy", res.p_a, allow_pickle=False)
+            n_sl = len(rows) - samples["n"]
+            edges = np.linspace(0, 1, 11)
+            extra: dict[str, Any] = {"p_a_histogram": {
+                "edges": edges.tolist(),
+                **{f"ordering_{o + 1}": np.histogram(res.p_a[:, o].ravel(), edges)[0].tolist()
+                   for o in range(res.p_a.shape[1])}}}
+            if n_sl > 0:  # on SL-CAI pairs "a" is the revision: how often does the labeller prefer it?
+                extra["prefers_revision"] = float((res.p_first[-n_sl:] > 0.5).mean())
+            return {**res.summary(), **extra}
+
+        st = self.stage("rlaif-feedback", {**self.labeller_inputs, "samples": samples["key"], "slcai": revisions.key,
+                                           "include_slcai": cfg.preferences.include_slcai_pairs, "seed": cfg.seed},
+                        compute, "AI feedback", version=2)
+        p_first = np.load(st.file("p_first.npy"), allow_pickle=False)
+        pairs = Pairs([r["prompt"] for r in rows], [r["a"] for r in rows], [r["b"] for r in rows], p_first)
+        return Preferences(pairs, {"key": st.key, "n": len(pairs), "kind": "ai", **st.meta["result"]})
+
+    def policy_prompts(self, prefs: Preferences) -> None:
+        """RL prompts: the SL-CAI and preference prompts (RLAIF), or, for RLHF, held-out evaluation prompts
+        and RL prompts drawn from the preference data's own prompts."""
+        if self.cfg.preferences.source == "ai":
+            self.split["rl"] = self.split["slcai"] + self.split["pref"]
+        else:
+            self.split["eval"], self.split["rl"] = policy_prompts_from_pairs(prefs.pairs.prompts,
+                                                                             self.cfg.eval.n_prompts, self.cfg.seed)
+
+    def labeller_vs_preference_data(self, prefs: Preferences) -> None:
+        """RLHF only: agreement of the AI labeller with the preference data's labels (first 64 pairs)."""
+        if self.cfg.preferences.source == "ai":
+            return
+        check, seed = prefs.pairs.subset(range(min(64, len(prefs.pairs)))), self.cfg.seed
+
+        def compute(tmp: Path) -> dict:
+            res = self.models.labeller().label(check.prompts, check.a, check.b, seed=seed)
             return {"agreement": agreement_with_labels(res.p_first, check.p > 0.5), "n": len(check), **res.summary()}
 
-        agree = store.run("rlaif-feedback-vs-data", {**labeller_inputs, "pairs": pref_meta["key"], "n": len(check),
-                                                     "seed": cfg.seed}, data_agreement, label="labeller vs preference data")
-        summary["labeller_vs_preference_data"] = agree.meta["result"]
-    else:
-        split["rl"] = split["slcai"] + split["pref"]
+        st = self.stage("rlaif-feedback-vs-data", {**self.labeller_inputs, "pairs": prefs.meta["key"], "n": len(check),
+                                                   "seed": seed}, compute, "labeller vs preference data")
+        self.summary["labeller_vs_preference_data"] = st.meta["result"]
 
-    # 3. preference model (+ PMP) ------------------------------------------------------------
-    n_test = max(2, int(round(len(pairs) * cfg.preferences.test_fraction)))
-    perm = np.random.default_rng(cfg.seed).permutation(len(pairs))
-    test_pairs, train_pairs = pairs.subset(perm[:n_test]), pairs.subset(perm[n_test:])
-    pm_inputs = {"model": model_identity(cfg.pm.model), "pm": cfg.pm.model_dump(), "pmp": cfg.pmp.model_dump(),
-                 "pairs": pref_meta["key"], "seed": cfg.seed}
+    # 3. preference model (+ PMP) ----------------------------------------------------------------
+    def preference_model(self, prefs: Preferences) -> TrainedPM:
+        cfg, models, pairs = self.cfg, self.models, prefs.pairs
+        n_test = max(2, int(round(len(pairs) * cfg.preferences.test_fraction)))
+        perm = np.random.default_rng(cfg.seed).permutation(len(pairs))
+        test_pairs, train_pairs = pairs.subset(perm[:n_test]), pairs.subset(perm[n_test:])
+        inputs = {"model": model_identity(cfg.pm.model), "pm": cfg.pm.model_dump(), "pmp": cfg.pmp.model_dump(),
+                  "pairs": prefs.meta["key"], "seed": cfg.seed}
 
-    def train_pm(tmp: Path) -> dict:
-        from safetensors.torch import save_file
+        def compute(tmp: Path) -> dict:
+            from safetensors.torch import save_file
 
-        from superalign.rlaif.pmp import data_efficiency, load_ranked_answers, ranked_pairs, wordnet_ranked_answers
+            from superalign.rlaif.pmp import data_efficiency, load_ranked_answers, ranked_pairs, wordnet_ranked_answers
 
-        pm = models.pm()
-        out: dict[str, Any] = {"n_train": len(train_pairs), "n_test": len(test_pairs)}
-        pmp_pairs = None
-        if cfg.pmp.enabled:
-            ranked = (wordnet_ranked_answers(cfg.pmp.n_questions, cfg.seed) if cfg.pmp.source == "wordnet"
-                      else load_ranked_answers(cfg.pmp.source, limit=cfg.pmp.n_questions))
-            pmp_pairs = ranked_pairs(ranked, seed=cfg.seed)
-            out["pmp_pairs"] = len(pmp_pairs)
-            out["data_efficiency"] = data_efficiency(models.pm, pmp_pairs, train_pairs, test_pairs, cfg.pmp.sizes,
-                                                     cfg.pmp.seeds, pmp_epochs=cfg.pmp.epochs)
-            pm.fit(pmp_pairs, seed=cfg.seed, epochs=cfg.pmp.epochs)
-            out["pmp_eval_on_target"] = pm.evaluate(test_pairs)
-        out["curve"] = pm.fit(train_pairs, seed=cfg.seed, init_from_scratch=not cfg.pmp.enabled)
-        out["train"] = pm.evaluate(train_pairs)
-        out["test"] = pm.evaluate(test_pairs)
-        save_file({k: v.contiguous() for k, v in pm.head.state_dict().items()}, str(tmp / "head.safetensors"))
-        return out
+            pm = models.pm()
+            out: dict[str, Any] = {"n_train": len(train_pairs), "n_test": len(test_pairs)}
+            if cfg.pmp.enabled:
+                ranked = (wordnet_ranked_answers(cfg.pmp.n_questions, cfg.seed) if cfg.pmp.source == "wordnet"
+                          else load_ranked_answers(cfg.pmp.source, limit=cfg.pmp.n_questions))
+                pmp_pairs = ranked_pairs(ranked, seed=cfg.seed)
+                out["pmp_pairs"] = len(pmp_pairs)
+                out["data_efficiency"] = data_efficiency(models.pm, pmp_pairs, train_pairs, test_pairs, cfg.pmp.sizes,
+                                                         cfg.pmp.seeds, pmp_epochs=cfg.pmp.epochs)
+                pm.fit(pmp_pairs, seed=cfg.seed, epochs=cfg.pmp.epochs)
+                out["pmp_eval_on_target"] = pm.evaluate(test_pairs)
+            out["curve"] = pm.fit(train_pairs, seed=cfg.seed, init_from_scratch=not cfg.pmp.enabled)
+            out["train"] = pm.evaluate(train_pairs)
+            out["test"] = pm.evaluate(test_pairs)
+            save_file({k: v.contiguous() for k, v in pm.head.state_dict().items()}, str(tmp / "head.safetensors"))
+            return out
 
-    pm_stage = store.run("rlaif-pm", pm_inputs, train_pm, label="preference model")
-    summary["pm"] = pm_stage.meta["result"]
-    pm = _load_pm(models, pm_stage.file("head.safetensors"))
+        st = self.stage("rlaif-pm", inputs, compute, "preference model")
+        self.summary["pm"] = st.meta["result"]
+        return TrainedPM(st.key, _load_pm(models, st.file("head.safetensors")))
 
-    # 4. best-of-n ---------------------------------------------------------------------------
-    def bon(tmp: Path) -> dict:
-        model, tok = models.policy(adapters)
-        prompts = split["eval"][: cfg.best_of_n.n_prompts]
-        n_max = max(cfg.best_of_n.ns)
-        samples = generate(model, tok, render_chat(tok, [[{"role": "user", "content": p}] for p in prompts]),
-                           cfg.generation, seed=cfg.seed + 7, num_return_sequences=n_max, desc="best-of-n samples")
-        texts = [[c.text for c in s] for s in samples]
-        rewards = np.array([pm.score([p] * n_max, t) for p, t in zip(prompts, texts)])
-        curve = ev.best_of_n_curve(rewards, cfg.best_of_n.ns)
-        lengths = np.array([[c.n_tokens for c in s] for s in samples], dtype=float)
-        pick = ev.select_best_of_n(rewards, n_max)
-        json.dump({"prompts": prompts, "samples": texts, "rewards": rewards.tolist()}, open(tmp / "samples.json", "w"))
-        return {"curve": curve, "mean_length_all": float(lengths.mean()),
-                "mean_length_best": float(lengths[np.arange(len(pick)), pick].mean())}
+    # 4. best-of-n -------------------------------------------------------------------------------
+    def best_of_n(self, pm: TrainedPM, adapters: tuple[str, ...]) -> Stage:
+        cfg = self.cfg
+        prompts = self.split["eval"][: cfg.best_of_n.n_prompts]
 
-    bon_stage = store.run("rlaif-bon", {"policy": policy_id, "adapters": sft_key, "pm": pm_stage.key,
-                                        "cfg": cfg.best_of_n.model_dump(), "generation": cfg.generation.model_dump(),
-                                        "prompts": split["eval"][: cfg.best_of_n.n_prompts], "seed": cfg.seed},
-                          bon, label="best-of-n")
-    summary["best_of_n"] = bon_stage.meta["result"]
+        def compute(tmp: Path) -> dict:
+            model, tok = self.models.policy(adapters)
+            n_max = max(cfg.best_of_n.ns)
+            samples = generate(model, tok, _chat(tok, prompts), cfg.generation, seed=cfg.seed + 7,
+                               num_return_sequences=n_max, desc="best-of-n samples")
+            texts = [[c.text for c in s] for s in samples]
+            rewards = np.array([pm.model.score([p] * n_max, t) for p, t in zip(prompts, texts)])
+            lengths = np.array([[c.n_tokens for c in s] for s in samples], dtype=float)
+            pick = ev.select_best_of_n(rewards, n_max)
+            write_json_atomic(tmp / "samples.json", {"prompts": prompts, "samples": texts, "rewards": rewards.tolist()})
+            return {"curve": ev.best_of_n_curve(rewards, cfg.best_of_n.ns), "mean_length_all": float(lengths.mean()),
+                    "mean_length_best": float(lengths[np.arange(len(pick)), pick].mean())}
 
-    # 5. RL ----------------------------------------------------------------------------------
-    rl_prompts = split["rl"]
+        st = self.stage("rlaif-bon", {"policy": self.policy_id, "adapters": _adapter_key(adapters), "pm": pm.key,
+                                      "cfg": cfg.best_of_n.model_dump(), "generation": cfg.generation.model_dump(),
+                                      "prompts": prompts, "seed": cfg.seed}, compute, "best-of-n")
+        self.summary["best_of_n"] = st.meta["result"]
+        return st
 
-    def rl(tmp: Path) -> dict:
-        from superalign.rlaif.rl import train_rl
+    # 5. RL --------------------------------------------------------------------------------------
+    def rl(self, pm: TrainedPM, adapters: tuple[str, ...]) -> tuple[str, ...]:
+        """RLOO/GRPO against the PM, starting from (and KL-leashed to) the SFT policy; its adapters."""
+        cfg, prompts = self.cfg, self.split["rl"]
 
-        model, tok = models.policy(adapters)
-        history = train_rl(model, tok, rl_prompts, lambda p, r: pm.score(p, r), cfg.rl, tmp, seed=cfg.seed)
-        return {"history": history}
+        def compute(tmp: Path) -> dict:
+            from superalign.rlaif.rl import train_rl
 
-    rl_stage = store.run("rlaif-rl", {"policy": policy_id, "adapters": sft_key, "pm": pm_stage.key,
-                                      "rl": cfg.rl.model_dump(), "prompts": rl_prompts, "seed": cfg.seed}, rl,
-                         label=f"RL ({cfg.rl.algo})")
-    summary["rl"] = rl_stage.meta["result"]
-    rl_adapters = (*adapters, str(rl_stage.file("adapter")))
+            model, tok = self.models.policy(adapters)
+            return {"history": train_rl(model, tok, prompts, lambda p, r: pm.model.score(p, r), cfg.rl, tmp,
+                                        seed=cfg.seed)}
 
-    # 6. evaluation --------------------------------------------------------------------------
-    policies = {"initial": (), **({"sft": adapters} if adapters else {}), "rl": rl_adapters}
-    summary["eval"] = _evaluate(cfg, store, models, pm, pm_stage.key, split["eval"], policies, labeller_inputs,
-                                bon_stage)
-    summary["notes"] = model_notes([cfg.policy, cfg.feedback.model, cfg.pm.model])
-    summary["stages"] = store.summary()
-    summary["seconds"] = round(time.perf_counter() - t0, 1)
-    result = RLAIFResult(cfg, summary)
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(cfg.to_yaml())
-        write_json_atomic(out / "results.json", {"experiment": "rlaif", "config": cfg.model_dump(mode="json"),
-                                                 "summary": summary})
-        (out / "summary.txt").write_text(result.table() + "\n")
-        result.out_dir = out
-    log.info(store.summary(detail=True))
-    return result
+        st = self.stage("rlaif-rl", {"policy": self.policy_id, "adapters": _adapter_key(adapters), "pm": pm.key,
+                                     "rl": cfg.rl.model_dump(), "prompts": prompts, "seed": cfg.seed},
+                        compute, f"RL ({cfg.rl.algo})")
+        self.summary["rl"] = st.meta["result"]
+        return (*adapters, str(st.file("adapter")))
+
+    # 6. evaluation ------------------------------------------------------------------------------
+    def eval_responses(self, policies: dict[str, tuple[str, ...]], bon: Stage) -> tuple[str, list[str], dict]:
+        """Greedy responses of each policy (and the best-of-n picks) on the held-out prompts."""
+        cfg, prompts = self.cfg, self.split["eval"]
+
+        def compute(tmp: Path) -> dict:
+            out = {}
+            greedy = GenerationConfig(**{**cfg.generation.model_dump(), "temperature": 0.0})
+            for name, adapters in policies.items():
+                model, tok = self.models.policy(adapters)
+                res = generate(model, tok, _chat(tok, prompts), greedy, seed=cfg.seed, desc=f"eval {name}")
+                out[name] = {"texts": [r[0].text for r in res], "lengths": [r[0].n_tokens for r in res],
+                             "finished": [r[0].finished for r in res]}
+            samples = read_json(bon.file("samples.json"))
+            rewards = np.array(samples["rewards"])
+            pick = ev.select_best_of_n(rewards, rewards.shape[1])
+            n_bon = len(samples["prompts"])
+            if samples["prompts"] == prompts[:n_bon] and n_bon == len(prompts):
+                out[f"best-of-{rewards.shape[1]}"] = {"texts": [s[i] for s, i in zip(samples["samples"], pick)],
+                                                      "lengths": None, "finished": None}
+            write_json_atomic(tmp / "responses.json", out)
+            return {"policies": list(out)}  # the order of the policies (later = more trained)
+
+        st = self.stage("rlaif-eval-gen", {"policies": {k: list(v) for k, v in policies.items()}, "prompts": prompts,
+                                           "bon": bon.key, "generation": cfg.generation.model_dump()},
+                        compute, "evaluation responses")
+        return st.key, list(st.meta["result"]["policies"]), read_json(st.file("responses.json"))
+
+    def eval_judge(self, pm: TrainedPM, responses_key: str, names: list[str], responses: dict) -> dict:
+        """Pairwise verdicts of the labeller and the PM: for each later policy x against earlier y, x's wins."""
+        cfg, prompts = self.cfg, self.split["eval"]
+
+        def compute(tmp: Path) -> dict:
+            lab = self.models.labeller()
+            lab.cfg = lab.cfg.model_copy(update={"n_principles": cfg.eval.judge_principles})
+            rewards = {n: pm.model.score(prompts, responses[n]["texts"]) for n in names}
+            comparisons = {}
+            for y, x in ev.all_pairs(names):  # x is the later (more trained) policy: its win rate against y
+                res = lab.label(prompts, responses[x]["texts"], responses[y]["texts"], seed=cfg.seed)
+                comparisons[f"{x}|{y}"] = {"labeller": ev.wins_from_preferences(res.p_first).tolist(),
+                                           "pm": ev.wins_from_rewards(rewards[x], rewards[y]).tolist()}
+            return {"comparisons": comparisons, "pm_reward": {n: float(np.mean(r)) for n, r in rewards.items()}}
+
+        st = self.stage("rlaif-eval-judge", {"responses": responses_key, "pm": pm.key, **self.labeller_inputs,
+                                             "judge_principles": cfg.eval.judge_principles},
+                        compute, "win-rate judging")
+        return st.meta["result"]
+
+    def evaluate(self, pm: TrainedPM, policies: dict[str, tuple[str, ...]], bon: Stage) -> None:
+        """Win rates (bootstrap CIs), Elo, PM reward, lengths, diversity and reward-hacking checks."""
+        cfg, prompts = self.cfg, self.split["eval"]
+        key, names, responses = self.eval_responses(policies, bon)
+        judged = self.eval_judge(pm, key, names, responses)
+        comp = judged["comparisons"]
+        win_rates = {k: {judge: mean_ci(np.array(v), cfg.eval.n_boot).as_dict() for judge, v in j.items()}
+                     for k, j in comp.items()}
+        elo = {judge: ev.elo_ratings(names, {tuple(k.split("|")): np.array(v[judge]) for k, v in comp.items()},
+                                     anchor="initial")
+               for judge in ("labeller", "pm")}
+        self.summary["eval"] = {
+            "policies": names, "win_rates": win_rates, "elo": elo, "pm_reward": judged["pm_reward"],
+            "mean_length": {n: float(np.mean(responses[n]["lengths"])) for n in names if responses[n].get("lengths")},
+            "distinct_2": {n: ev.distinct_n(responses[n]["texts"], 2) for n in names},
+            "judge_disagreements": ev.judge_disagreements(win_rates), "n_prompts": len(prompts),
+            "examples": [{"prompt": prompts[i], **{n: responses[n]["texts"][i] for n in names}}
+                         for i in range(min(3, len(prompts)))]}
+
+    # -- the end ----------------------------------------------------------------------------------
+    def finish(self, out_dir: str | Path | None, t0: float) -> RLAIFResult:
+        """Notes, stage counts and timing into the summary; ``results.json``/``summary.txt`` into ``out_dir``."""
+        cfg, summary = self.cfg, self.summary
+        summary["notes"] = model_notes([cfg.policy, cfg.feedback.model, cfg.pm.model])
+        summary["stages"] = self.store.summary()
+        summary["seconds"] = round(time.perf_counter() - t0, 1)
+        result = RLAIFResult(cfg, summary)
+        if out_dir is not None:
+            out = Path(out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(out / "config.yaml", cfg.to_yaml())
+            write_json_atomic(out / "results.json", {"experiment": "rlaif", "config": cfg.model_dump(mode="json"),
+                                                     "summary": summary})
+            write_text_atomic(out / "summary.txt", result.table() + "\n")
+            result.out_dir = out
+        log.info(self.store.summary(detail=True))
+        return result
+
+
+def _chat(tok, prompts: list[str]) -> list[str]:
+    """Each prompt as a one-turn user chat, rendered with the tokenizer's template."""
+    return render_chat(tok, [[{"role": "user", "content": p}] for p in prompts])
 
 
 def _load_pm(models: Models, head_file: Path) -> PreferenceModel:
@@ -378,194 +584,3 @@ def _load_pm(models: Models, head_file: Path) -> PreferenceModel:
     pm.head = ProbeHead(dim, 1)
     pm.head.load_state_dict(state)
     return pm
-
-
-def _preference_pairs(cfg: RLAIFConfig, store: Store, models: Models, split: dict[str, list[str]], sl_rows: list[dict],
-                      sl_key: str, adapters: tuple[str, ...], labeller_inputs: dict) -> tuple[Pairs, dict]:
-    """Comparisons for the PM: AI-labelled policy samples (RLAIF), or human / chess pairs (RLHF)."""
-    src = cfg.preferences
-    if src.source in ("file", "hub"):
-        if not src.path:
-            raise ConfigError("preferences.path", f"is required for source '{src.source}'",
-                              "give a prompt/chosen/rejected file or a hub data set name")
-        rows = load_preference_rows(src.path, hub=src.source == "hub")
-        pairs = pairs_from_rows(rows, cfg.seed)
-        return pairs, {"key": f"{src.source}:{src.path}:{len(pairs)}", "n": len(pairs), "kind": "human"}
-    if src.source == "chess":
-        from superalign.data.chess import cached_move_preference_pairs
-
-        rows = cached_move_preference_pairs(src.n_chess, seed=cfg.seed)
-        pairs = pairs_from_rows(rows, cfg.seed)
-        return pairs, {"key": f"chess:{src.n_chess}:{cfg.seed}", "n": len(pairs), "kind": "stockfish"}
-
-    def samples(tmp: Path) -> dict:
-        model, tok = models.policy(adapters)
-        prompts = split["pref"]
-        out = generate(model, tok, render_chat(tok, [[{"role": "user", "content": p}] for p in prompts]),
-                       cfg.generation, seed=cfg.seed + 3, num_return_sequences=2, desc="preference samples")
-        _jsonl(tmp / "samples.jsonl", [{"prompt": p, "a": o[0].text, "b": o[1].text} for p, o in zip(prompts, out)])
-        return {"n": len(prompts)}
-
-    sample_stage = store.run("rlaif-samples", {"adapters": adapters[0] if adapters else "none", "slcai": sl_key,
-                                               "prompts": split["pref"], "generation": cfg.generation.model_dump(),
-                                               "policy": model_identity(cfg.policy), "seed": cfg.seed},
-                             samples, label="policy samples for feedback")
-    rows = _read_jsonl(sample_stage.file("samples.jsonl"))
-    if src.include_slcai_pairs:
-        rows += [{"prompt": r["prompt"], "a": r["chosen"], "b": r["rejected"]} for r in sl_rows if r["chosen"] != r["rejected"]]
-
-    def feedback(tmp: Path) -> dict:
-        lab = models.labeller()
-        res = lab.label([r["prompt"] for r in rows], [r["a"] for r in rows], [r["b"] for r in rows], seed=cfg.seed)
-        np.save(tmp / "p_first.npy", res.p_first, allow_pickle=False)
-        np.save(tmp / "p_a.npy", res.p_a, allow_pickle=False)
-        n_sl = len(rows) - sample_stage.meta["result"]["n"]
-        edges = np.linspace(0, 1, 11)
-        extra: dict[str, Any] = {"p_a_histogram": {
-            "edges": edges.tolist(),
-            **{f"ordering_{o + 1}": np.histogram(res.p_a[:, o].ravel(), edges)[0].tolist() for o in range(res.p_a.shape[1])}}}
-        if n_sl > 0:  # on SL-CAI pairs "a" is the revision: how often does the labeller prefer it?
-            extra["prefers_revision"] = float((res.p_first[-n_sl:] > 0.5).mean())
-        return {**res.summary(), **extra}
-
-    fb_stage = store.run("rlaif-feedback", {**labeller_inputs, "samples": sample_stage.key, "slcai": sl_key,
-                                            "include_slcai": src.include_slcai_pairs, "seed": cfg.seed},
-                         feedback, label="AI feedback", version=2)
-    p_first = np.load(fb_stage.file("p_first.npy"), allow_pickle=False)
-    pairs = Pairs([r["prompt"] for r in rows], [r["a"] for r in rows], [r["b"] for r in rows], p_first)
-    return pairs, {"key": fb_stage.key, "n": len(pairs), "kind": "ai", **fb_stage.meta["result"]}
-
-
-def _as_text(value: Any) -> str:
-    """A TRL standard (string) or conversational (list of messages) value as plain text."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (list, tuple)) and all(isinstance(m, dict) and "content" in m for m in value):
-        if len(value) == 1:
-            return str(value[0]["content"])
-        return "\n".join(f"{str(m.get('role', 'user')).capitalize()}: {m['content']}" for m in value)
-    return "" if value is None else str(value)
-
-
-def _split_shared_prefix(chosen: str, rejected: str) -> dict[str, str]:
-    """TRL's implicit-prompt split for plain strings, moved back to a word boundary (so that "I'm
-    sorry" and "I think" do not leave "I" in the prompt)."""
-    from trl.data_utils import extract_prompt
-
-    cut = len(extract_prompt({"chosen": chosen, "rejected": rejected})["prompt"])
-    while cut > 0 and not (chosen[cut - 1].isspace() or chosen[cut - 1] == ":"):
-        cut -= 1
-    return {"prompt": chosen[:cut], "chosen": chosen[cut:], "rejected": rejected[cut:]}
-
-
-def load_preference_rows(path: str, hub: bool = False) -> list[dict]:
-    """``prompt``/``chosen``/``rejected`` rows from a local file or a hub data set.
-
-    Reads TRL's preference formats: explicit or implicit prompt (``chosen``/``rejected`` that share
-    it as a prefix, as in Anthropic/hh-rlhf: split off by TRL's ``extract_prompt``, at a word
-    boundary for strings), standard strings or conversational lists of messages (flattened to text).
-    """
-    import pandas as pd
-    from trl.data_utils import maybe_extract_prompt
-
-    if hub:
-        from datasets import load_dataset
-
-        frame = load_dataset(path, split="train").to_pandas()
-    else:
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError("preferences.path", f"file '{path}' does not exist", "give a JSONL/CSV/Parquet file")
-        frame = (pd.read_json(p, lines=p.suffix == ".jsonl") if p.suffix in (".jsonl", ".json")
-                 else pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p))
-    for col in ("chosen", "rejected"):
-        if col not in frame.columns:
-            raise ConfigError(f"preferences.path: column '{col}'", f"is missing; columns are {list(frame.columns)}",
-                              "provide chosen and rejected columns, and prompt unless both responses start with it "
-                              "(TRL preference format)")
-    cols = [c for c in ("prompt", "chosen", "rejected") if c in frame.columns]
-    rows = []
-    for r in frame[cols].to_dict("records"):
-        r = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in r.items()}  # arrays from parquet/arrow
-        if "prompt" not in r and isinstance(r["chosen"], str) and isinstance(r["rejected"], str):
-            r = _split_shared_prefix(r["chosen"], r["rejected"])
-        else:
-            r = maybe_extract_prompt(r)
-        rows.append({k: _as_text(r.get(k)).strip() if k == "prompt" else _as_text(r.get(k))
-                     for k in ("prompt", "chosen", "rejected")})
-    for i, r in enumerate(rows):
-        for col in ("prompt", "chosen", "rejected"):
-            if not isinstance(r[col], str) or not r[col].strip():
-                raise ConfigError(f"preferences.path: row {i}.{col}", "is empty", "drop empty rows")
-    return rows
-
-
-def pairs_from_rows(rows: list[dict], seed: int) -> Pairs:
-    """Hard-labelled pairs with the chosen response first or second at random (p = 1 or 0)."""
-    rng = random.Random(seed)
-    prompts, a, b, p = [], [], [], []
-    for r in rows:
-        first = rng.random() < 0.5
-        prompts.append(r["prompt"])
-        a.append(r["chosen"] if first else r["rejected"])
-        b.append(r["rejected"] if first else r["chosen"])
-        p.append(1.0 if first else 0.0)
-    return Pairs(prompts, a, b, np.array(p))
-
-
-def _evaluate(cfg: RLAIFConfig, store: Store, models: Models, pm: PreferenceModel, pm_key: str, prompts: list[str],
-              policies: dict[str, tuple[str, ...]], labeller_inputs: dict, bon_stage) -> dict:
-    """Responses from each policy on held-out prompts, judged pairwise by the labeller and the PM."""
-
-    def gen(tmp: Path) -> dict:
-        out = {}
-        greedy = GenerationConfig(**{**cfg.generation.model_dump(), "temperature": 0.0})
-        for name, adapters in policies.items():
-            model, tok = models.policy(adapters)
-            res = generate(model, tok, render_chat(tok, [[{"role": "user", "content": p}] for p in prompts]), greedy,
-                           seed=cfg.seed, desc=f"eval {name}")
-            out[name] = {"texts": [r[0].text for r in res], "lengths": [r[0].n_tokens for r in res],
-                         "finished": [r[0].finished for r in res]}
-        samples = json.loads(bon_stage.file("samples.json").read_text())
-        rewards = np.array(samples["rewards"])
-        pick = ev.select_best_of_n(rewards, rewards.shape[1])
-        n_bon = len(samples["prompts"])
-        if samples["prompts"] == prompts[:n_bon] and n_bon == len(prompts):
-            out[f"best-of-{rewards.shape[1]}"] = {"texts": [s[i] for s, i in zip(samples["samples"], pick)],
-                                                  "lengths": None, "finished": None}
-        json.dump(out, open(tmp / "responses.json", "w"))
-        return {"policies": list(out)}
-
-    gen_stage = store.run("rlaif-eval-gen", {"policies": {k: list(v) for k, v in policies.items()}, "prompts": prompts,
-                                             "bon": bon_stage.key, "generation": cfg.generation.model_dump()},
-                          gen, label="evaluation responses")
-    responses = json.loads(gen_stage.file("responses.json").read_text())
-    names = list(responses)
-
-    def judge(tmp: Path) -> dict:
-        lab = models.labeller()
-        lab.cfg = lab.cfg.model_copy(update={"n_principles": cfg.eval.judge_principles})
-        rewards = {n: pm.score(prompts, responses[n]["texts"]) for n in names}
-        comparisons = {}
-        for y, x in ev.all_pairs(names):  # x is the later (more trained) policy: its win rate against y
-            res = lab.label(prompts, responses[x]["texts"], responses[y]["texts"], seed=cfg.seed)
-            comparisons[f"{x}|{y}"] = {"labeller": ev.wins_from_preferences(res.p_first).tolist(),
-                                       "pm": ev.wins_from_rewards(rewards[x], rewards[y]).tolist()}
-        return {"comparisons": comparisons, "pm_reward": {n: float(np.mean(r)) for n, r in rewards.items()}}
-
-    judge_stage = store.run("rlaif-eval-judge", {"responses": gen_stage.key, "pm": pm_key, **labeller_inputs,
-                                                 "judge_principles": cfg.eval.judge_principles},
-                            judge, label="win-rate judging")
-    comp = judge_stage.meta["result"]["comparisons"]
-    win_rates = {}
-    for key, j in comp.items():
-        win_rates[key] = {judge_name: mean_ci(np.array(v), cfg.eval.n_boot).as_dict() for judge_name, v in j.items()}
-    elo = {judge_name: ev.elo_ratings(names, {tuple(k.split("|")): np.array(v[judge_name]) for k, v in comp.items()},
-                                      anchor="initial")
-           for judge_name in ("labeller", "pm")}
-    lengths = {n: float(np.mean(r["lengths"])) for n, r in responses.items() if r.get("lengths")}
-    diversity = {n: ev.distinct_n(r["texts"], 2) for n, r in responses.items()}
-    return {"policies": names, "win_rates": win_rates, "elo": elo, "pm_reward": judge_stage.meta["result"]["pm_reward"],
-            "mean_length": lengths, "distinct_2": diversity, "judge_disagreements": ev.judge_disagreements(win_rates),
-            "n_prompts": len(prompts),
-            "examples": [{"prompt": prompts[i], **{n: responses[n]["texts"][i] for n in names}} for i in range(min(3, len(prompts)))]}
