@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from superalign.metrics import Interval
-
-
-def _iv(d: dict, pct: bool = True) -> str:
-    return Interval(d["value"], d["low"], d["high"]).fmt(pct=pct)
+from superalign.metrics import fmt_interval
 
 
 def format_rows(header: list[str], rows: list[list[str]]) -> str:
@@ -25,8 +21,8 @@ def results_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     w2s = [r for r in rows if r["kind"] == "w2s"]
     table = format_rows(
         ["method", "regime", "weak", "w2s", "ceiling", "PGR [95% CI]", "agree", "ECE"],
-        [[r["method"], r["regime"], _iv(r["weak"]), _iv(r["w2s"]), _iv(r["ceiling"]),
-          _iv(r["pgr"], pct=False) + ("" if r["pgr_reliable"] else " (unreliable)"),
+        [[r["method"], r["regime"], *(fmt_interval(r[k], pct=True) for k in ("weak", "w2s", "ceiling")),
+          fmt_interval(r["pgr"]) + ("" if r["pgr_reliable"] else " (unreliable)"),
           f"{100 * r['agreement']:.1f}", f"{r['ece_w2s']:.3f}"] for r in w2s],
     )
     out = [head, table]
@@ -35,13 +31,14 @@ def results_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
         out.append(f"PGR unreliable: {n}")
     boot = [r for r in w2s if r["intermediates"]]
     for r in boot:
-        mids = ", ".join(_iv(m) for m in r["intermediates"])
+        mids = ", ".join(fmt_interval(m, pct=True) for m in r["intermediates"])
         out.append(f"{r['method']}: intermediate model accuracy {mids}")
     prompt = [r for r in rows if r["kind"] == "prompt"]
     if prompt:
         out.append("")
         out.append(format_rows(["prompting baseline", "accuracy % [95% CI]", "n_test", "ECE"],
-                               [[r["method"], _iv(r["accuracy"]), str(r["n_test"]), f"{r['ece']:.3f}"]
+                               [[r["method"], fmt_interval(r["accuracy"], pct=True), str(r["n_test"]),
+                                 f"{r['ece']:.3f}"]
                                 for r in prompt]))
     if "stages" in summary:
         out.append(f"{summary['stages']}; {summary.get('seconds', '?')} s")

@@ -6,13 +6,9 @@ from typing import Any
 
 import yaml
 
-from superalign.metrics import Interval
+from superalign.metrics import fmt_interval
 from superalign.report import plots
 from superalign.report.html import Section, Table, register_report
-
-
-def _iv(d: dict, pct: bool = True) -> str:
-    return Interval(d["value"], d["low"], d["high"]).fmt(pct=pct)
 
 
 @register_report("w2s")
@@ -30,19 +26,21 @@ def w2s_report(results: dict[str, Any]) -> tuple[str, str, list[Section]]:
         table=Table(
             ["method", "regime", "weak", "weak-to-strong", "strong ceiling", "PGR [95% CI]", "PGR per seed",
              "agreement w/ weak %", "ECE w2s", "ECE ceiling"],
-            [[r["method"], r["regime"], _iv(r["weak"]), _iv(r["w2s"]), _iv(r["ceiling"]), _iv(r["pgr"], pct=False),
+            [[r["method"], r["regime"], *(fmt_interval(r[k], pct=True) for k in ("weak", "w2s", "ceiling")),
+              fmt_interval(r["pgr"]),
               ", ".join(f"{p:.2f}" for p in r["pgr_per_seed"]), f"{100 * r['agreement']:.1f}",
               f"{r['ece_w2s']:.3f}", f"{r['ece_ceiling']:.3f}"] for r in w2s]),
         warnings=sorted({f"PGR unreliable for {r['method']}: {r['pgr_note']}" for r in w2s if not r["pgr_reliable"]}),
     )
     weak = summary["weak"]
     results_sec.notes.append(
-        f"Weak supervisor {weak['model']}: test accuracy {_iv(weak['accuracy'])}, ECE {weak['ece']:.3f}; "
+        f"Weak supervisor {weak['model']}: test accuracy {fmt_interval(weak['accuracy'], pct=True)}, "
+        f"ECE {weak['ece']:.3f}; "
         f"its labels on split B are {100 * weak['label_accuracy_on_B']:.1f}% correct.")
     for r in w2s:
         if r["intermediates"]:
             results_sec.notes.append(f"{r['method']}: intermediate models' test accuracy "
-                                     + ", ".join(_iv(m) for m in r["intermediates"]))
+                                     + ", ".join(fmt_interval(m, pct=True) for m in r["intermediates"]))
     results_sec.notes.extend(summary.get("notes", []))
     sections = [results_sec]
     sections.append(Section("Accuracy per method").image(plots.accuracy_bars(rows)))
@@ -50,7 +48,8 @@ def w2s_report(results: dict[str, Any]) -> tuple[str, str, list[Section]]:
     if prompt:
         sections.append(Section("Prompting baselines", table=Table(
             ["baseline", "accuracy % [95% CI]", "n_test", "ECE"],
-            [[r["method"], _iv(r["accuracy"]), str(r["n_test"]), f"{r['ece']:.3f}"] for r in prompt])))
+            [[r["method"], fmt_interval(r["accuracy"], pct=True), str(r["n_test"]), f"{r['ece']:.3f}"]
+             for r in prompt])))
     if results.get("curves"):
         sections.append(Section("Training curves").image(plots.training_curves(results["curves"])))
     sections.append(Section("Config", pre=yaml.safe_dump(cfg, sort_keys=False)))
