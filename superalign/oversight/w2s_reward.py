@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from superalign import metrics
 from superalign.errors import ConfigError
@@ -29,6 +29,20 @@ from superalign.models.loading import load_backbone, model_identity
 from superalign.oversight.registry import register_measurement
 from superalign.rlaif.pm import Pairs, PMConfig, PreferenceModel
 from superalign.store.store import Store
+from superalign.w2s.config import GenerativeFinetuneConfig, _generative_shorthand
+
+
+class StrongPMConfig(PMConfig):
+    """The strong preference model, optionally generatively fine-tuned first (Burns et al. 2023, sec. 4.3.2):
+    the causal-LM loss on the unlabelled comparison texts of B and test (template-formatted responses)."""
+
+    generative_finetune: GenerativeFinetuneConfig | None = Field(
+        None, description="causal-LM finetuning on the comparisons' texts first (true: defaults)")
+
+    @field_validator("generative_finetune", mode="before")
+    @classmethod
+    def _gen_shorthand(cls, v: Any) -> Any:
+        return _generative_shorthand(v)
 
 
 class W2SRewardConfig(BaseModel):
@@ -38,7 +52,7 @@ class W2SRewardConfig(BaseModel):
                                                      "prompt/chosen/rejected file | hf:NAME")
     n_pairs: int = Field(1200, ge=12)
     weak: PMConfig = Field(default_factory=lambda: PMConfig(model="minilm-l6", max_length=96))
-    strong: PMConfig = Field(default_factory=lambda: PMConfig(model="gemma3-270m", max_length=96))
+    strong: StrongPMConfig = Field(default_factory=lambda: StrongPMConfig(model="gemma3-270m", max_length=96))
     weak_train: int = Field(300, ge=4)
     strong_train: int = Field(500, ge=4)
     test: int = Field(400, ge=4)
@@ -73,7 +87,7 @@ def living_thing_pairs(n: int, seed: int) -> Pairs:
 
 def comparison_pairs(source: str, n: int, seed: int) -> Pairs:
     """Ground-truth comparisons from an offline generator or a file / hub data set."""
-    from superalign.rlaif.pipeline import load_preference_rows, pairs_from_rows
+    from superalign.data.preferences import load_preference_rows, pairs_from_rows
 
     if source == "wordnet":
         from superalign.rlaif.pmp import ranked_pairs, wordnet_ranked_answers
@@ -121,7 +135,11 @@ def report_sections(r: dict[str, Any]) -> list:
                       help="a weak preference model labels comparisons for a strong one (PGR)")
 def run_w2s_reward(cfg: W2SRewardConfig, store: Store) -> dict[str, Any]:
     """Weak PM → labels → strong PM, with ceiling and PGR (a cached stage)."""
-    inputs = {"cfg": cfg.model_dump(), "weak": model_identity(cfg.weak.model), "strong": model_identity(cfg.strong.model)}
+    gen = cfg.strong.generative_finetune
+    inputs = {"cfg": cfg.model_dump(exclude={"strong": {"generative_finetune"}}), "weak": model_identity(cfg.weak.model),
+              "strong": model_identity(cfg.strong.model)}
+    if gen is not None:  # unset keeps the stage key of before
+        inputs["generative"] = gen.model_dump()
 
     def compute(tmp: Path) -> dict:
         t0 = time.perf_counter()
@@ -147,6 +165,20 @@ def run_w2s_reward(cfg: W2SRewardConfig, store: Store) -> dict[str, Any]:
             return PreferenceModel(model, tok, info.arch, c)
 
         weak_pm, strong_pm = make(cfg.weak), make(cfg.strong)  # feature caches persist across seeds
+        generative = None
+        if gen is not None:  # unlabelled texts of B and test: what the strong PM reads, without preferences
+            from superalign.training.generative import adapted_backbone, select_texts
+
+            model, tok, info = backbones[cfg.strong.model]
+            seen = pairs.subset(np.concatenate([B, T]))
+            texts = list(dict.fromkeys(strong_pm.texts([*seen.prompts, *seen.prompts], [*seen.a, *seen.b])))
+            texts = select_texts(texts, gen.max_texts, gen.seed)
+            adapted, gen_key = adapted_backbone(store, model_name=cfg.strong.model,
+                                                identity=model_identity(cfg.strong.model), backbone=model,
+                                                tokenizer=tok, arch=info.arch, texts=texts, cfg=gen,
+                                                field="strong.generative_finetune")
+            strong_pm = PreferenceModel(adapted, tok, info.arch, cfg.strong)
+            generative = {"key": gen_key, "n_texts": len(texts)}
         rows = {"weak": [], "w2s": [], "ceiling": []}
         label_acc = []
         for seed in cfg.seeds:
@@ -165,7 +197,7 @@ def run_w2s_reward(cfg: W2SRewardConfig, store: Store) -> dict[str, Any]:
                                     n_boot=cfg.n_boot, min_gap=cfg.min_gap)
         return {"data": cfg.data, "weak_model": cfg.weak.model, "strong_model": cfg.strong.model, "labels": cfg.labels,
                 "n": {"weak_train": len(A), "strong_train": len(B), "test": len(T)},
-                "weak_label_accuracy": float(np.mean(label_acc)), **res.as_dict(),
+                "weak_label_accuracy": float(np.mean(label_acc)), **res.as_dict(), "generative_finetune": generative,
                 "seconds": round(time.perf_counter() - t0, 1)}
 
     return store.run("w2s-reward", inputs, compute, label="W2S reward modeling", version=2).meta["result"]

@@ -25,11 +25,13 @@ def w2s_report(results: dict[str, Any]) -> tuple[str, str, list[Section]]:
         "Results (test accuracy %, 95% bootstrap CI over test examples)",
         table=Table(
             ["method", "regime", "weak", "weak-to-strong", "strong ceiling", "PGR [95% CI]", "PGR per seed",
-             "agreement w/ weak %", "ECE w2s", "ECE ceiling"],
+             "agreement w/ weak %", "ECE w2s", "ECE ceiling", "misfit", "gain", "gain ≥ misfit"],
             [[r["method"], r["regime"], *(fmt_interval(r[k], pct=True) for k in ("weak", "w2s", "ceiling")),
               fmt_interval(r["pgr"]),
               ", ".join(f"{p:.2f}" for p in r["pgr_per_seed"]), f"{100 * r['agreement']:.1f}",
-              f"{r['ece_w2s']:.3f}", f"{r['ece_ceiling']:.3f}"] for r in w2s]),
+              f"{r['ece_w2s']:.3f}", f"{r['ece_ceiling']:.3f}", fmt_interval(r.get("misfit")),
+              fmt_interval(r.get("gain")),
+              ("yes" if r["misfit_bound_holds"] else "no") if "misfit_bound_holds" in r else "-"] for r in w2s]),
         warnings=sorted({f"PGR unreliable for {r['method']}: {r['pgr_note']}" for r in w2s if not r["pgr_reliable"]}),
     )
     weak = summary["weak"]
@@ -37,6 +39,20 @@ def w2s_report(results: dict[str, Any]) -> tuple[str, str, list[Section]]:
         f"Weak supervisor {weak['model']}: test accuracy {fmt_interval(weak['accuracy'], pct=True)}, "
         f"ECE {weak['ece']:.3f}; "
         f"its labels on split B are {100 * weak['label_accuracy_on_B']:.1f}% correct.")
+    for r in w2s:
+        if r.get("weak_ensemble"):
+            results_sec.notes.append(
+                f"{r['method']}: weak ensemble test accuracy {fmt_interval(r['weak_ensemble'], pct=True)}")
+        if r.get("label_filter"):
+            f = r["label_filter"]
+            results_sec.notes.append(
+                f"{r['method']}: {f['name']} filter dropped {f['n_dropped']:.0f} of {f['n_before']:.0f} weak labels "
+                f"(accuracy of kept labels {100 * f['label_acc_kept']:.1f}%, of dropped {100 * f['label_acc_dropped']:.1f}%)")
+    if any("misfit" in r for r in w2s):
+        results_sec.notes.append(
+            "misfit: mean squared distance between the student's and its supervisor's P(y) on test; gain: the "
+            "supervisor's squared error minus the student's (Charikar et al. 2024 prove gain ≥ misfit for a "
+            "least-squares student over a convex class; here a diagnostic).")
     for r in w2s:
         if r["intermediates"]:
             results_sec.notes.append(f"{r['method']}: intermediate models' test accuracy "
