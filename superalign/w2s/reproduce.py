@@ -468,8 +468,14 @@ def collect_block(cfg: W2SConfig, store, out: Path) -> tuple[list[F.GroupData], 
     result = pipeline.run_w2s(cfg, out_dir=out, store=store)  # everything is cached by the sweep (prompting aside)
     task = load_task(cfg.task, max_examples=cfg.max_examples, seed=cfg.split_seed, **cfg.task_options)
     splits = make_splits(task.labels, cfg.splits.model_dump(), cfg.split_seed, task.name)
-    stages = Stages(store, task)
+    # the same stages as run_w2s (its generative finetuning reads the texts of B, test and val), so every
+    # one of them is found in the store; a stage computed here would mean the two disagree
+    stages = Stages(store, task, generative_idx=np.concatenate([splits.strong_train, splits.test, splits.val]))
+    before = len([e for e in store.events if not e.cached])
     outcomes = [pipeline._run_seed(cfg, stages, task, splits, s) for s in cfg.seeds]
+    extra = [e.label for e in store.events if not e.cached][before:]
+    if extra:
+        log.warning("collecting %s computed %d stage(s) that run_w2s had not: %s", cfg.name, len(extra), extra)
     y = task.labels[splits.test]
     rows = {r["method"]: r for r in result.rows if r.get("kind") == "w2s"}
     ws, ss = ZOO.get(cfg.weak.model), ZOO.get(cfg.strong.model)
@@ -583,9 +589,9 @@ def compute_findings(study: StudyConfig, groups: dict[tuple[str, str, str, str],
                           main_pairs(r.early_stop_oracle, r.naive), nb, what="accuracy")
         f.details["curves"] = {k: v for k, v in curves.items()}
         f.details["best_vs_final"] = F.best_vs_final(curves)
-        f.details["per_task_curves"] = {m.task: {"naive": m_b.curves, "aux": a.curves}
-                                        for (m, m_b), (a, _) in zip(main_pairs(r.naive, r.naive),
-                                                                    main_pairs(r.aux_conf, r.naive))}
+        f.details["per_task_curves"] = {t: {"naive": n.curves, "aux": a.curves} for t in tasks
+                                        if (n := get(t, main, r.naive)) is not None
+                                        and (a := get(t, main, r.aux_conf)) is not None}
         found.append(f)
     if r.early_stop_oracle and r.early_stop_weak:
         found.append(F.method_gain("early_stop", "weak-label vs oracle early stopping", CLAIMS["early_stop"],
