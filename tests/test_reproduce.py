@@ -192,7 +192,6 @@ def test_quick_block_is_applied(two_tasks):
 
 
 def test_embedded_study_validates():
-    pytest.importorskip("nltk")
     from superalign.assets import locate
 
     if not all(locate(a) for a in ("minilm", "gemma", "smollm2", "wordnet", "stockfish", "spamassassin",
