@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from superalign.metrics import fmt_interval
+from superalign.metrics import Interval, fmt_interval
 from superalign.report.html import Section, Table, register_report
 from superalign.report.plots import plt, to_png
 from superalign.report.tables import format_rows
@@ -17,11 +17,19 @@ def _f(x: Any, digits: int = 3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{digits}f}"
 
 
+TAG_AXIS = {"ordinary": "helpfulness", "harmful": "harmlessness"}
+
+
+def _wr(d: dict) -> str:
+    """A win rate with its CI, starred when the CI includes chance (50%)."""
+    return fmt_interval(d, pct=True) + ("" if Interval.from_dict(d).excludes(0.5) else " *")
+
+
 def win_rate_rows(ev: dict) -> list[list[str]]:
     rows = []
     for key, judges in ev["win_rates"].items():
         x, y = key.split("|")
-        rows.append([f"{x} vs {y}", fmt_interval(judges["labeller"], pct=True), fmt_interval(judges["pm"], pct=True)])
+        rows.append([f"{x} vs {y}", _wr(judges["labeller"]), _wr(judges["pm"])])
     return rows
 
 
@@ -75,17 +83,31 @@ def rlaif_text(s: dict[str, Any]) -> str:
             for n in sizes))
     bon = s["best_of_n"]["curve"]
     out.append("best-of-n PM reward: " + ", ".join(f"n={r['n']} {r['proxy']:.3f} (KL {r['kl']:.2f})" for r in bon))
-    hist = s["rl"]["history"]
-    if hist:
-        first, last = hist[0], hist[-1]
-        out.append(f"RL: {len(hist)} logged steps; reward {first['reward']:.3f} -> {last['reward']:.3f}, "
-                   f"KL {last['kl']:.3f}, length {first['length']:.1f} -> {last['length']:.1f}, "
-                   f"EOS rate {first['eos_rate']:.2f} -> {last['eos_rate']:.2f}")
+    for key, what in (("rl", "RL"), ("rl_direct", "d-RLAIF RL (labeller rating as reward)")):
+        hist = (s.get(key) or {}).get("history")
+        if hist:
+            first, last = hist[0], hist[-1]
+            out.append(f"{what}: {len(hist)} logged steps; reward {first['reward']:.3f} -> {last['reward']:.3f}, "
+                       f"KL {_f(last['kl'])}, length {_f(first['length'], 1)} -> {_f(last['length'], 1)}, "
+                       f"EOS rate {first['eos_rate']:.2f} -> {last['eos_rate']:.2f}")
+    if s.get("dpo"):
+        d = s["dpo"]
+        loss = [h["loss"] for h in d.get("history", []) if "loss" in h]
+        out.append(f"DPO: {d['n_pairs']} labelled pairs (oriented by the soft label), label smoothing "
+                   f"{d['label_smoothing']:.3f}" + (f", loss {loss[0]:.3f} -> {loss[-1]:.3f}" if loss else ""))
     ev = s["eval"]
     out.append("")
     out.append(format_rows(["win rate % [95% CI]", "judged by labeller", "judged by PM"], win_rate_rows(ev)))
+    out.append(f"(n = {ev['n_prompts']} prompts per comparison; * = the 95% CI includes 50%, no difference shown)")
     out.append("Elo (labeller): " + ", ".join(f"{k} {v:.0f}" for k, v in ev["elo"]["labeller"].items())
                + "; Elo (PM): " + ", ".join(f"{k} {v:.0f}" for k, v in ev["elo"]["pm"].items()))
+    for tag, t in (ev.get("by_tag") or {}).items():
+        out.append(f"Elo (labeller) on {t['n']} {tag} prompts ({TAG_AXIS.get(tag, tag)}): "
+                   + ", ".join(f"{k} {v:.0f}" for k, v in t["elo"]["labeller"].items()))
+    for row in (s.get("rounds") or {}).get("rounds", []):
+        wr = ", ".join(f"{n} {fmt_interval(v, pct=True)}" for n, v in row["win_rate_vs_round0"].items() if v)
+        out.append(f"round {row['round']}: PM test accuracy {_f(row['pm_test']['accuracy'])} on {row['pm_test']['n']} "
+                   f"pairs ({row['n_pairs']} pairs so far); labeller win rate vs {s['rounds']['round0']}: {wr or 'n/a'}")
     if ev.get("distinct_2"):
         out.append("response diversity (distinct-2): " + ", ".join(f"{k} {v:.2f}" for k, v in ev["distinct_2"].items()))
     out += warning_lines(ev)
@@ -106,6 +128,21 @@ def _rl_plot(hist: list[dict]) -> bytes:
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
+    return to_png(fig)
+
+
+def _frontier_plot(by_tag: dict, judge: str = "labeller") -> bytes:
+    """Each policy as a point (helpfulness Elo, harmlessness Elo): the CAI paper's frontier figure."""
+    help_elo, harm_elo = by_tag["ordinary"]["elo"][judge], by_tag["harmful"]["elo"][judge]
+    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    names = [n for n in help_elo if n in harm_elo]
+    ax.plot([help_elo[n] for n in names], [harm_elo[n] for n in names], marker="o", ls=":", alpha=0.7)
+    for n in names:
+        ax.annotate(n, (help_elo[n], harm_elo[n]), fontsize=7, textcoords="offset points", xytext=(3, 3))
+    ax.set_xlabel(f"helpfulness Elo ({by_tag['ordinary']['n']} ordinary prompts)")
+    ax.set_ylabel(f"harmlessness Elo ({by_tag['harmful']['n']} harmful prompts)")
+    ax.set_title(f"judged by the {judge}", fontsize=9)
+    ax.grid(alpha=0.3)
     return to_png(fig)
 
 
@@ -198,8 +235,24 @@ def rlaif_report(results: dict[str, Any]) -> tuple[str, str, list[Section]]:
     sections.append(Section("Best-of-n", table=Table(["n", "KL (nats)", "PM reward"],
                                                      [[str(r["n"]), f"{r['kl']:.3f}", f"{r['proxy']:.3f}"]
                                                       for r in s["best_of_n"]["curve"]])).image(_bon_plot(s["best_of_n"]["curve"])))
-    if s["rl"]["history"]:
-        sections.append(Section(f"RL ({cfg['rl']['algo']}) against the preference model").image(_rl_plot(s["rl"]["history"])))
+    for key, what in (("rl", "against the preference model"), ("rl_direct", "against the labeller's rating (d-RLAIF)")):
+        if (s.get(key) or {}).get("history"):
+            sections.append(Section(f"RL ({cfg['rl']['algo']}) {what}").image(_rl_plot(s[key]["history"])))
+    if s.get("dpo"):
+        d = s["dpo"]
+        sections.append(Section("DPO on the labeller's pairs", notes=[
+            f"{d['n_pairs']} pairs, each oriented towards the side the labeller prefers; TRL's label smoothing "
+            f"(conservative DPO) {d['label_smoothing']:.3f} stands in for the soft labels (TRL has no per-pair label)."],
+            table=Table(["step", "loss", "reward accuracy", "reward margin"],
+                        [[str(h.get("step")), _f(h.get("loss")), _f(h.get("rewards/accuracies")),
+                          _f(h.get("rewards/margins"))] for h in d.get("history", [])])))
+    if s.get("rounds"):
+        r0 = s["rounds"]["round0"]
+        sections.append(Section("Iterated rounds", table=Table(
+            ["round", "pairs so far", "PM test accuracy (n)", f"labeller win rate vs {r0}"],
+            [[str(r["round"]), str(r["n_pairs"]), f"{_f(r['pm_test']['accuracy'])} ({r['pm_test']['n']})",
+              "; ".join(f"{n} {_wr(v)}" for n, v in r["win_rate_vs_round0"].items() if v)]
+             for r in s["rounds"]["rounds"]])))
     ev = s["eval"]
     win = Section(f"Win rates on {ev['n_prompts']} held-out prompts (95% bootstrap CI)",
                   table=Table(["comparison", "labeller", "preference model"], win_rate_rows(ev)))
@@ -209,8 +262,23 @@ def rlaif_report(results: dict[str, Any]) -> tuple[str, str, list[Section]]:
     if ev.get("distinct_2"):
         win.notes.append("Response diversity, distinct-2 (unique word bigrams / all bigrams): "
                          + ", ".join(f"{k} {v:.2f}" for k, v in ev["distinct_2"].items()))
+    win.notes.append("* marks a 95% CI that includes 50%: no difference shown at this n.")
     win.warnings += [w.removeprefix("warning: ") for w in warning_lines(ev)]
     sections.append(win)
+    by_tag = ev.get("by_tag") or {}
+    if by_tag:
+        tags = list(by_tag)
+        tag_sec = Section("Helpfulness and harmlessness measured apart", table=Table(
+            ["policy", *[f"{TAG_AXIS.get(t, t)} Elo, labeller (n={by_tag[t]['n']} {t})" for t in tags],
+             *[f"{TAG_AXIS.get(t, t)} Elo, PM" for t in tags]],
+            [[n, *[f"{by_tag[t]['elo']['labeller'][n]:.0f}" for t in tags],
+              *[f"{by_tag[t]['elo']['pm'][n]:.0f}" for t in tags]] for n in ev["policies"]]))
+        tag_sec.notes.append("Elo from the same comparisons as above, restricted to each tag's prompts (ordinary "
+                             "prompts measure helpfulness, harmful ones harmlessness; Bai et al., 2022).")
+        if {"ordinary", "harmful"} <= set(by_tag):
+            tag_sec.image(_frontier_plot(by_tag, "labeller"))
+            tag_sec.image(_frontier_plot(by_tag, "pm"))
+        sections.append(tag_sec)
     ex = "\n\n".join("PROMPT: " + e["prompt"] + "\n" + "\n".join(f"[{k}] {v}" for k, v in e.items() if k != "prompt")
                      for e in ev.get("examples", []))
     sections.append(Section("Example responses", pre=ex))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from superalign.config import YamlConfig
+from superalign.errors import ConfigError
+from superalign.rlaif.dpo import DPOSettings
 from superalign.rlaif.feedback import FeedbackConfig
 from superalign.rlaif.generation import GenerationConfig
 from superalign.rlaif.pm import PMConfig
@@ -83,3 +85,41 @@ class RLAIFConfig(YamlConfig):
     best_of_n: BestOfNConfig = Field(default_factory=BestOfNConfig)
     rl: RLConfig = Field(default_factory=RLConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    policy_opt: list[Literal["best_of_n", "rloo", "grpo", "dpo"]] | None = Field(
+        None, description="policy optimisers beside the best-of-n curve (one name or a list): rloo/grpo = RL against "
+                          "the PM (rl.algo), dpo = DPO on the labeller's pairs, best_of_n = no trained policy; "
+                          "None: today's chain (best-of-n and RL with rl.algo)")
+    dpo: DPOSettings = Field(default_factory=DPOSettings)
+    rounds: int = Field(1, ge=1, description="iterated RLAIF: 1 = one pass; N > 1 samples the current policy, "
+                                             "labels new pairs, refits the PM and optimises again, N - 1 more times")
+
+    @field_validator("policy_opt", mode="before")
+    @classmethod
+    def _one_name(cls, v):
+        return [v] if isinstance(v, str) else v
+
+    @classmethod
+    def parse(cls, data: dict[str, Any], where: str = "config") -> "RLAIFConfig":
+        cfg = super().parse(data, where)
+        cfg.check()
+        return cfg
+
+    def check(self) -> "RLAIFConfig":
+        """Errors for settings that do not fit together, each naming the field and the fix."""
+        opt = self.optimisers
+        if sum(o in ("rloo", "grpo") for o in opt) > 1:
+            raise ConfigError("policy_opt", "lists both rloo and grpo", "keep one RL algorithm")
+        if self.rounds > 1 and self.preferences.source != "ai":
+            raise ConfigError("rounds", f"is {self.rounds} but preferences.source is '{self.preferences.source}' "
+                              "(new comparisons need the AI labeller)", "set preferences.source: ai or rounds: 1")
+        if self.rl.reward != "pm" and not any(o in ("rloo", "grpo") for o in opt):
+            raise ConfigError("rl.reward", f"is '{self.rl.reward}' but policy_opt has no RL algorithm",
+                              "add rloo or grpo to policy_opt, or set rl.reward: pm")
+        if self.rounds > 1 and opt == ["best_of_n"]:
+            raise ConfigError("rounds", "needs a trained policy to iterate", "add dpo, rloo or grpo to policy_opt")
+        return self
+
+    @property
+    def optimisers(self) -> list[str]:
+        """The policy optimisers in run order (None → best-of-n and RL with ``rl.algo``)."""
+        return list(dict.fromkeys(self.policy_opt)) if self.policy_opt else ["best_of_n", self.rl.algo]

@@ -35,6 +35,7 @@ from superalign.models.scoring import choice_logprobs, continuation_logprobs
 from superalign.rlaif.constitution import Constitution, Principle
 
 OPTIONS = (" (A)", " (B)")
+RATINGS = tuple(f" {k}" for k in range(1, 10))  # d-RLAIF's score tokens (single digits: one token each)
 
 
 class FeedbackConfig(BaseModel):
@@ -156,6 +157,35 @@ class Labeller:
         if orders == 2:
             p_first = (p_first + (1.0 - p_a[:, 1, :])) / 2.0
         return FeedbackResult(p_first.mean(1), p_a, [[p.name for p in c] for c in chosen])
+
+
+def rating_prompt(prompt: str, response: str, principle: Principle, max_chars: int = 1200) -> str:
+    """d-RLAIF's scoring prompt (Lee et al., 2023): rate one response from 1 to 9 under a principle."""
+    return ("Consider the following conversation between a human and an assistant:\n"
+            f"Human: {prompt.strip()}\n"
+            f"Assistant: {response.strip()[:max_chars]}\n"
+            f"{principle.comparison_question()} Rate the assistant's response on a scale from 1 (worst) to 9 (best).\n"
+            "Rating:")
+
+
+def expected_rating(model, tok, texts: list[str], cfg: FeedbackConfig) -> np.ndarray:
+    """The rating's expectation under the model's next-token distribution over " 1" .. " 9", mapped to [0, 1]."""
+    logp = choice_logprobs(model, tok, texts, list(RATINGS), max_length=cfg.max_length, batch_size=cfg.batch_size,
+                           desc="d-RLAIF ratings")
+    z = np.exp(logp - logp.max(1, keepdims=True))
+    probs = z / z.sum(1, keepdims=True)
+    return (probs @ np.arange(1, 10) - 1.0) / 8.0
+
+
+def direct_reward(labeller: "Labeller", prompts: Sequence[str], responses: Sequence[str], *, seed: int = 0) -> np.ndarray:
+    """d-RLAIF reward: the labeller's expected 1-9 rating (in [0, 1]), averaged over ``n_principles`` principles."""
+    rng = random.Random(seed)
+    k = labeller.cfg.n_principles
+    chosen = [labeller.constitution.sample(rng, k) for _ in prompts]
+    texts = [rating_prompt(p, r, pr, labeller.cfg.max_response_chars)
+             for p, r, c in zip(prompts, responses, chosen) for pr in c]
+    scores = expected_rating(labeller.model, labeller.tok, texts, labeller.cfg) if texts else np.zeros(0)
+    return scores.reshape(len(prompts), k).mean(1) if len(prompts) else scores
 
 
 def agreement_with_labels(p_first: np.ndarray, first_is_better: np.ndarray) -> float:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -51,11 +52,22 @@ log = logging.getLogger("superalign.rlaif")
 
 # -- prompts ------------------------------------------------------------------------------------
 
+TAGS = ("harmful", "ordinary")
+
+
 @dataclass
 class PromptSet:
+    """Prompts by tag (``harmful`` measures harmlessness, ``ordinary`` helpfulness) and hand-labelled pairs."""
+
     harmful: list[str]
     ordinary: list[str]
     labelled_pairs: list[dict]
+
+    def tag(self, prompt: str) -> str:
+        """The prompt's tag: ``harmful``, ``ordinary``, or ``untagged`` (e.g. RLHF data's own prompts)."""
+        if not hasattr(self, "_tags"):
+            self._tags = {**{q: "ordinary" for q in self.ordinary}, **{q: "harmful" for q in self.harmful}}
+        return self._tags.get(prompt, "untagged")
 
 
 def load_prompt_set(path: str | None) -> PromptSet:
@@ -68,6 +80,13 @@ def load_prompt_set(path: str | None) -> PromptSet:
             raise ConfigError("prompts", f"file '{path}' does not exist", "give a YAML prompt set")
         data = yaml.safe_load(p.read_text()) or {}
     harmful, ordinary = list(data.get("harmful") or []), list(data.get("ordinary") or [])
+    for i, row in enumerate(data.get("tagged") or []):  # optional: [{prompt, tag}] beside the two lists
+        if not isinstance(row, dict) or not str(row.get("prompt", "")).strip():
+            raise ConfigError(f"prompts.tagged[{i}].prompt", "is missing", "give each tagged entry a 'prompt'")
+        if row.get("tag") not in TAGS:
+            raise ConfigError(f"prompts.tagged[{i}].tag", f"is {row.get('tag')!r}, not a known tag",
+                              f"use one of {', '.join(TAGS)}")
+        (harmful if row["tag"] == "harmful" else ordinary).append(str(row["prompt"]))
     for field, items in (("harmful", harmful), ("ordinary", ordinary)):
         for i, s in enumerate(items):
             if not isinstance(s, str) or not s.strip():
@@ -187,6 +206,7 @@ def run_rlaif(cfg: RLAIFConfig, *, out_dir: str | Path | None = None, store: Sto
     """
     t0 = time.perf_counter()
     with model_scope(name="rlaif") as cache:  # the run's models are released when it returns
+        cfg.check()
         st = RLAIFStages(cfg, store or Store(default_store_root()), Models(cfg, cache))
         revisions = st.slcai()  # 1. SL-CAI: critique → revision
         sft = st.sft(revisions)  # SFT on the revisions (adapters; () when off)
@@ -196,8 +216,12 @@ def run_rlaif(cfg: RLAIFConfig, *, out_dir: str | Path | None = None, store: Sto
         st.labeller_vs_preference_data(prefs)  # RLHF: would AI feedback have given the data's labels?
         pm = st.preference_model(prefs)  # 3. PMP + Bradley-Terry PM
         bon = st.best_of_n(pm, sft)  # 4. best-of-n curve
-        rl = st.rl(pm, sft)  # 5. RL with a KL leash to the SFT policy
-        st.evaluate(pm, {"initial": (), **({"sft": sft} if sft else {}), "rl": rl}, bon)  # 6. win rates, Elo
+        trained = st.optimise(pm, prefs, sft)  # 5. RL (KL leash to the SFT policy) and/or DPO, per policy_opt
+        for r in range(2, cfg.rounds + 1):  # iterated rounds: new samples → feedback → PM refit → optimise
+            trained.update(st.round(r, revisions, trained))
+        base = {"initial": (), **({"sft": sft} if sft else {})}
+        st.evaluate(pm, {**base, **trained}, bon)  # 6. win rates, Elo (overall and per tag)
+        st.round_summary(list(base)[-1])
         return st.finish(out_dir, t0)
 
 
@@ -247,6 +271,7 @@ class RLAIFStages:
                             "constitution": self.constitution.as_dict()}
         self.labeller_inputs = {"model": model_identity(cfg.feedback.model), "cfg": cfg.feedback.model_dump(),
                                 "constitution": self.constitution.as_dict()}
+        self.rounds_log: list[dict] = []
         self.summary: dict[str, Any] = {
             "policy": cfg.policy, "feedback_model": cfg.feedback.model, "pm_model": cfg.pm.model,
             "preference_source": cfg.preferences.source, "constitution": self.constitution.name,
@@ -337,22 +362,25 @@ class RLAIFStages:
         self.summary["preferences"] = prefs.meta
         return prefs
 
-    def policy_samples(self, revisions: Revisions, adapters: tuple[str, ...]) -> tuple[list[dict], dict]:
-        """Two samples per preference prompt from the (SFT) policy: rows ``prompt``, ``a``, ``b``."""
+    def policy_samples(self, revisions: Revisions, adapters: tuple[str, ...],
+                       round_: int = 1) -> tuple[list[dict], dict]:
+        """Two samples per preference prompt from the (SFT) policy (in later rounds, the current policy):
+        rows ``prompt``, ``a``, ``b``."""
         cfg, prompts = self.cfg, self.split["pref"]
+        extra = {} if round_ == 1 else {"round": round_, "from": list(adapters)}
 
         def compute(tmp: Path) -> dict:
             model, tok = self.models.policy(adapters)
-            out = generate(model, tok, _chat(tok, prompts), cfg.generation, seed=cfg.seed + 3, num_return_sequences=2,
-                           desc="preference samples")
+            out = generate(model, tok, _chat(tok, prompts), cfg.generation, seed=cfg.seed + 3 + 101 * (round_ - 1),
+                           num_return_sequences=2, desc="preference samples")
             write_jsonl_atomic(tmp / "samples.jsonl",
                                [{"prompt": p, "a": o[0].text, "b": o[1].text} for p, o in zip(prompts, out)])
             return {"n": len(prompts)}
 
         st = self.stage("rlaif-samples", {"adapters": _adapter_key(adapters), "slcai": revisions.key,
                                           "prompts": prompts, "generation": cfg.generation.model_dump(),
-                                          "policy": self.policy_id, "seed": cfg.seed},
-                        compute, "policy samples for feedback")
+                                          "policy": self.policy_id, "seed": cfg.seed, **extra},
+                        compute, "policy samples for feedback" + ("" if round_ == 1 else f" (round {round_})"))
         return read_jsonl(st.file("samples.jsonl")), {"key": st.key, "n": st.meta["result"]["n"]}
 
     def ai_feedback(self, rows: list[dict], samples: dict, revisions: Revisions) -> Preferences:
@@ -382,6 +410,7 @@ class RLAIFStages:
         return Preferences(pairs, {"key": st.key, "n": len(pairs), "kind": "ai", **st.meta["result"]})
 
     def policy_prompts(self, prefs: Preferences) -> None:
+        self._first_prefs = prefs
         """RL prompts: the SL-CAI and preference prompts (RLAIF), or, for RLHF, held-out evaluation prompts
         and RL prompts drawn from the preference data's own prompts."""
         if self.cfg.preferences.source == "ai":
@@ -405,13 +434,15 @@ class RLAIFStages:
         self.summary["labeller_vs_preference_data"] = st.meta["result"]
 
     # 3. preference model (+ PMP) ----------------------------------------------------------------
-    def preference_model(self, prefs: Preferences) -> TrainedPM:
+    def preference_model(self, prefs: Preferences, summary_key: str | None = "pm", study: bool = True) -> TrainedPM:
+        """PMP (optional) then Bradley-Terry on ``prefs``' train split; ``study=False`` skips the PMP
+        data-efficiency study (later rounds)."""
         cfg, models, pairs = self.cfg, self.models, prefs.pairs
         n_test = max(2, int(round(len(pairs) * cfg.preferences.test_fraction)))
         perm = np.random.default_rng(cfg.seed).permutation(len(pairs))
         test_pairs, train_pairs = pairs.subset(perm[:n_test]), pairs.subset(perm[n_test:])
         inputs = {"model": model_identity(cfg.pm.model), "pm": cfg.pm.model_dump(), "pmp": cfg.pmp.model_dump(),
-                  "pairs": prefs.meta["key"], "seed": cfg.seed}
+                  "pairs": prefs.meta["key"], "seed": cfg.seed, **({} if study else {"study": False})}
 
         def compute(tmp: Path) -> dict:
             from safetensors.torch import save_file
@@ -425,8 +456,9 @@ class RLAIFStages:
                           else load_ranked_answers(cfg.pmp.source, limit=cfg.pmp.n_questions))
                 pmp_pairs = ranked_pairs(ranked, seed=cfg.seed)
                 out["pmp_pairs"] = len(pmp_pairs)
-                out["data_efficiency"] = data_efficiency(models.pm, pmp_pairs, train_pairs, test_pairs, cfg.pmp.sizes,
-                                                         cfg.pmp.seeds, pmp_epochs=cfg.pmp.epochs)
+                if study:
+                    out["data_efficiency"] = data_efficiency(models.pm, pmp_pairs, train_pairs, test_pairs, cfg.pmp.sizes,
+                                                             cfg.pmp.seeds, pmp_epochs=cfg.pmp.epochs)
                 pm.fit(pmp_pairs, seed=cfg.seed, epochs=cfg.pmp.epochs)
                 out["pmp_eval_on_target"] = pm.evaluate(test_pairs)
             out["curve"] = pm.fit(train_pairs, seed=cfg.seed, init_from_scratch=not cfg.pmp.enabled)
@@ -436,7 +468,9 @@ class RLAIFStages:
             return out
 
         st = self.stage("rlaif-pm", inputs, compute, "preference model")
-        self.summary["pm"] = st.meta["result"]
+        if summary_key:
+            self.summary[summary_key] = st.meta["result"]
+        self.pm_results = {**getattr(self, "pm_results", {}), st.key: st.meta["result"]}
         return TrainedPM(st.key, _load_pm(models, st.file("head.safetensors")))
 
     # 4. best-of-n -------------------------------------------------------------------------------
@@ -464,22 +498,113 @@ class RLAIFStages:
         return st
 
     # 5. RL --------------------------------------------------------------------------------------
-    def rl(self, pm: TrainedPM, adapters: tuple[str, ...]) -> tuple[str, ...]:
-        """RLOO/GRPO against the PM, starting from (and KL-leashed to) the SFT policy; its adapters."""
+    def optimise(self, pm: TrainedPM, prefs: Preferences, adapters: tuple[str, ...], suffix: str = "",
+                 ) -> dict[str, tuple[str, ...]]:
+        """The trained policies of ``cfg.optimisers`` from ``adapters``: ``rl`` (RL against the PM),
+        ``rl-direct`` (d-RLAIF, the labeller's rating as reward) and ``dpo``; each name + ``suffix``."""
+        out: dict[str, tuple[str, ...]] = {}
+        for opt in self.cfg.optimisers:
+            if opt in ("rloo", "grpo"):
+                rl_cfg = self.cfg.rl.model_copy(update={"algo": opt})
+                if rl_cfg.reward in ("pm", "both"):
+                    out["rl" + suffix] = self.rl(pm, adapters, rl_cfg, "rl" + suffix.replace("-", "_"))
+                if rl_cfg.reward in ("labeller", "both"):
+                    out["rl-direct" + suffix] = self.rl(None, adapters, rl_cfg, "rl_direct" + suffix.replace("-", "_"))
+            elif opt == "dpo":
+                out["dpo" + suffix] = self.dpo(prefs, adapters, "dpo" + suffix.replace("-", "_"))
+        return out
+
+    def rl(self, pm: TrainedPM | None, adapters: tuple[str, ...], rl_cfg=None, summary_key: str = "rl",
+           ) -> tuple[str, ...]:
+        """RLOO/GRPO from (and KL-leashed to) the policy ``adapters`` against the PM, or with ``pm=None``
+        against the labeller's own rating (d-RLAIF, Lee et al. 2023); its adapters."""
         cfg, prompts = self.cfg, self.split["rl"]
+        rl_cfg = rl_cfg or cfg.rl
+        direct = pm is None
 
         def compute(tmp: Path) -> dict:
+            from superalign.rlaif.feedback import direct_reward
             from superalign.rlaif.rl import train_rl
 
             model, tok = self.models.policy(adapters)
-            return {"history": train_rl(model, tok, prompts, lambda p, r: pm.model.score(p, r), cfg.rl, tmp,
-                                        seed=cfg.seed)}
+            if direct:
+                lab = self.models.labeller()
+                score = lambda p, r: direct_reward(lab, p, r, seed=cfg.seed)  # noqa: E731
+            else:
+                score = lambda p, r: pm.model.score(p, r)  # noqa: E731
+            return {"history": train_rl(model, tok, prompts, score, rl_cfg, tmp, seed=cfg.seed),
+                    "reward": "labeller" if direct else "pm"}
 
-        st = self.stage("rlaif-rl", {"policy": self.policy_id, "adapters": _adapter_key(adapters), "pm": pm.key,
-                                     "rl": cfg.rl.model_dump(), "prompts": prompts, "seed": cfg.seed},
-                        compute, f"RL ({cfg.rl.algo})")
-        self.summary["rl"] = st.meta["result"]
+        inputs = {"policy": self.policy_id, "adapters": _adapter_key(adapters),
+                  "pm": "labeller" if direct else pm.key, "rl": rl_cfg.model_dump(exclude={"reward"}),
+                  "prompts": prompts, "seed": cfg.seed}
+        if direct:
+            inputs["labeller"] = self.labeller_inputs
+        if len(adapters) > 1:
+            inputs["from"] = list(adapters)
+        st = self.stage("rlaif-rl", inputs, compute, f"RL ({rl_cfg.algo}{', d-RLAIF' if direct else ''})")
+        self.summary[summary_key] = st.meta["result"]
         return (*adapters, str(st.file("adapter")))
+
+    def dpo(self, prefs: Preferences, adapters: tuple[str, ...], summary_key: str = "dpo") -> tuple[str, ...]:
+        """DPO (TRL, LoRA) from the policy ``adapters`` on every labelled pair, oriented by the soft label,
+        with conservative-DPO label smoothing from the labeller's confidence; its adapters."""
+        from superalign.rlaif.dpo import dpo_rows
+
+        cfg, pairs = self.cfg, prefs.pairs
+        rows, p_chosen = dpo_rows(pairs.prompts, pairs.a, pairs.b, pairs.p, cfg.dpo.min_confidence)
+        if len(rows) < 2:
+            raise ConfigError("policy_opt", f"has dpo, but only {len(rows)} of {len(pairs)} preference pairs are "
+                              "usable (distinct responses, confident labels)",
+                              "raise preferences.n_prompts or lower dpo.min_confidence")
+
+        def compute(tmp: Path) -> dict:
+            from superalign.rlaif.dpo import train_dpo
+
+            model, tok = self.models.policy(adapters)
+            return train_dpo(model, tok, rows, p_chosen, cfg.dpo, tmp, seed=cfg.seed)
+
+        inputs = {"policy": self.policy_id, "adapters": _adapter_key(adapters), "pairs": prefs.meta["key"],
+                  "dpo": cfg.dpo.model_dump(), "seed": cfg.seed}
+        if len(adapters) > 1:
+            inputs["from"] = list(adapters)
+        st = self.stage("rlaif-dpo", inputs, compute, "DPO")
+        self.summary[summary_key] = st.meta["result"]
+        return (*adapters, str(st.file("adapter")))
+
+    # iterated rounds ----------------------------------------------------------------------------
+    def round(self, r: int, revisions: Revisions, trained: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        """Round ``r`` (2, 3, ...): sample the current policy (the previous round's first trained policy),
+        label new pairs, refit the PM on every pair so far, optimise again from the current policy."""
+        prev = [n for n in trained if _round_of(n) == r - 1]
+        current = trained[prev[0]]
+        rows, samples = self.policy_samples(revisions, current, round_=r)
+        new = self.ai_feedback(rows, samples, revisions)
+        before = self._round_prefs[-1] if getattr(self, "_round_prefs", None) else self._first_prefs
+        pairs = Pairs.concat([before.pairs, new.pairs])
+        prefs = Preferences(pairs, {"key": f"{before.meta['key']}+{new.meta['key']}", "n": len(pairs), "kind": "ai"})
+        self._round_prefs = [*getattr(self, "_round_prefs", []), prefs]
+        pm = self.preference_model(prefs, summary_key=None, study=False)
+        out = self.optimise(pm, prefs, current, suffix=f"-r{r}")
+        self.rounds_log.append({"round": r, "from": prev[0], "policies": list(out), "n_pairs": len(pairs),
+                                "new_pairs": len(new.pairs), "pm_test": self.pm_results[pm.key]["test"],
+                                "feedback": {k: new.meta.get(k) for k in ("position_bias", "order_consistency")}})
+        return out
+
+    def round_summary(self, round0: str) -> None:
+        """Per-round PM test accuracy and labeller win rate of each round's policies against round 0
+        (the policy before any optimisation: SFT, or the initial policy)."""
+        if self.cfg.rounds == 1:
+            return
+        wr = self.summary["eval"]["win_rates"]
+        first = {"round": 1, "policies": [n for n in self.summary["eval"]["policies"]
+                                          if n in ("rl", "rl-direct", "dpo")], "n_pairs": self._first_prefs.meta["n"],
+                 "pm_test": self.summary["pm"]["test"]}
+        self.rounds_log.sort(key=lambda row: row["round"])
+        rows = [first, *self.rounds_log]
+        for row in rows:
+            row["win_rate_vs_round0"] = {n: wr.get(f"{n}|{round0}", {}).get("labeller") for n in row["policies"]}
+        self.summary["rounds"] = {"round0": round0, "rounds": rows}
 
     # 6. evaluation ------------------------------------------------------------------------------
     def eval_responses(self, policies: dict[str, tuple[str, ...]], bon: Stage) -> tuple[str, list[str], dict]:
@@ -545,8 +670,26 @@ class RLAIFStages:
             "mean_length": {n: float(np.mean(responses[n]["lengths"])) for n in names if responses[n].get("lengths")},
             "distinct_2": {n: ev.distinct_n(responses[n]["texts"], 2) for n in names},
             "judge_disagreements": ev.judge_disagreements(win_rates), "n_prompts": len(prompts),
+            "by_tag": self.per_tag(names, comp, prompts),
             "examples": [{"prompt": prompts[i], **{n: responses[n]["texts"][i] for n in names}}
                          for i in range(min(3, len(prompts)))]}
+
+    def per_tag(self, names: list[str], comp: dict, prompts: list[str]) -> dict[str, dict]:
+        """Win rates and Elo on each tag's prompts apart (Bai et al., 2022): ``ordinary`` measures
+        helpfulness, ``harmful`` harmlessness. Tags with fewer than 2 prompts are left out."""
+        tags = np.array([self.ps.tag(p) for p in prompts])
+        out: dict[str, dict] = {}
+        for tag in dict.fromkeys(tags.tolist()):
+            idx = np.flatnonzero(tags == tag)
+            if len(idx) < 2:
+                continue
+            sub = {k: {j: np.asarray(v)[idx] for j, v in judges.items()} for k, judges in comp.items()}
+            out[tag] = {"n": int(len(idx)),
+                        "win_rates": {k: {j: mean_ci(v, self.cfg.eval.n_boot).as_dict() for j, v in judges.items()}
+                                      for k, judges in sub.items()},
+                        "elo": {j: ev.elo_ratings(names, {tuple(k.split("|")): v[j] for k, v in sub.items()},
+                                                  anchor="initial") for j in ("labeller", "pm")}}
+        return out
 
     # -- the end ----------------------------------------------------------------------------------
     def finish(self, out_dir: str | Path | None, t0: float) -> RLAIFResult:
@@ -566,6 +709,12 @@ class RLAIFStages:
             result.out_dir = out
         log.info(self.store.summary(detail=True))
         return result
+
+
+def _round_of(name: str) -> int:
+    """1 for ``rl``/``dpo``/``rl-direct``, r for ``<name>-r<r>``."""
+    m = re.search(r"-r(\d+)$", name)
+    return int(m.group(1)) if m else 1
 
 
 def _chat(tok, prompts: list[str]) -> list[str]:

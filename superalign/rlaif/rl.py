@@ -25,6 +25,9 @@ class RLConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     algo: Literal["rloo", "grpo"] = "rloo"
+    reward: Literal["pm", "labeller", "both"] = Field(
+        "pm", description="pm: the preference model's score; labeller: d-RLAIF (Lee et al., 2023), the labeller's "
+                          "1-9 rating used directly; both: train one policy on each (rows 'rl' and 'rl-direct')")
     steps: int = Field(12, ge=1)
     prompts_per_step: int = Field(2, ge=1)
     num_generations: int = Field(4, ge=2, description="completions per prompt (the group for the baseline)")
