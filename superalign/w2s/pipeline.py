@@ -10,6 +10,7 @@ Use from Python::
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,8 +23,10 @@ from superalign import metrics
 from superalign.data.registry import load_task
 from superalign.data.splits import Splits, make_splits
 from superalign.data.task import TaskData
+from superalign.io import write_json_atomic, write_text_atomic
+from superalign.models.cache import model_scope
 from superalign.models.loading import model_notes
-from superalign.store.store import Store, default_store_root, write_json_atomic
+from superalign.store.store import Store, default_store_root
 from superalign.w2s import methods as w2s_methods
 from superalign.w2s.config import MethodConfig, ModelConfig, W2SConfig, check_generative
 from superalign.w2s.stages import Labels, ModelPool, Stages, ground_truth
@@ -66,7 +69,17 @@ class W2SResult:
 
 def run_w2s(config: W2SConfig, *, out_dir: str | Path | None = None, store: Store | None = None,
             pool: ModelPool | None = None) -> W2SResult:
-    """Run (or resume) a W2S experiment; every stage is cached in ``store``."""
+    """Run (or resume) a W2S experiment; every stage is cached in ``store``.
+
+    Models loaded for the run (prompting baselines, and the stages' models unless ``pool`` is passed)
+    live in one :func:`~superalign.models.cache.model_scope` and are released when it returns.
+    """
+    with model_scope(name="w2s"):
+        return _run_w2s(config, out_dir=out_dir, store=store, pool=pool)
+
+
+def _run_w2s(config: W2SConfig, *, out_dir: str | Path | None, store: Store | None,
+             pool: ModelPool | None) -> W2SResult:
     from superalign.models.loading import check_names
 
     check_names(config)  # every model and task name, before any stage runs
@@ -94,9 +107,13 @@ def run_w2s(config: W2SConfig, *, out_dir: str | Path | None = None, store: Stor
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(config.to_yaml())
-        write_json_atomic(out / "results.json", result.as_dict())
-        (out / "table.txt").write_text(result.table() + "\n")
+        # each file atomically, and the three under one lock, so that two runs into one directory leave
+        # one run's config, results and table together (never a mix, never half a file)
+        with open(out / ".write.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            write_text_atomic(out / "config.yaml", config.to_yaml())
+            write_json_atomic(out / "results.json", result.as_dict())
+            write_text_atomic(out / "table.txt", result.table() + "\n")
         result.out_dir = out
     if config.tracking is not None:
         from superalign.tracking import log_w2s_run
