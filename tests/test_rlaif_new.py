@@ -160,3 +160,53 @@ def test_rerun_with_rounds_is_fully_cached(full_run):
     again = run_rlaif(cfg, store=store)
     assert store.events and all(e.cached for e in store.events)
     assert again.summary["rounds"] == res.summary["rounds"]
+
+
+def test_known_pairs_put_the_better_side_first_or_second_at_random():
+    from superalign.rlaif.pipeline import build_known_pairs
+
+    samples = [[f"answer {i} {j} with several words here" for j in range(3)] for i in range(5)]
+    samples += [["aab"], ["short one"]]  # too few distinct characters: skipped; two words: shuffled by character
+    prompts = [f"q{i}" for i in range(7)]
+    rows = build_known_pairs(prompts, samples, 1000, seed=0)
+    assert len(rows) == 5 * 3 * 2 + 2 and {r["kind"] for r in rows} == {"shuffled", "off-topic"}
+    assert not [r for r in rows if r["prompt"] == "q5"]
+    for r in rows:
+        good, bad = (r["a"], r["b"]) if r["a_better"] else (r["b"], r["a"])
+        i = int(r["prompt"][1:])
+        assert good in samples[i] and bad not in samples[i]
+        if r["kind"] == "shuffled":
+            assert sorted(good.replace(" ", "")) == sorted(bad.replace(" ", ""))
+    assert 0.2 < np.mean([r["a_better"] for r in rows]) < 0.8
+    assert len(build_known_pairs(prompts, samples, 7, seed=0)) == 7
+
+
+def test_eval_full_size_and_remedies_need_known_pairs():
+    full = RLAIFConfig.parse({"eval": {"size": "full"}})
+    assert full.eval.n_prompts >= 100 and full.eval.known_pairs >= 200 and full.eval.labeller_remedies
+    assert RLAIFConfig().eval.known_pairs == 0 and not RLAIFConfig().eval.labeller_remedies
+    with pytest.raises(ConfigError) as exc:
+        RLAIFConfig.parse({"eval": {"labeller_remedies": True}})
+    assert exc.value.field == "eval.labeller_remedies" and "known_pairs" in exc.value.fix
+
+
+def test_known_pairs_stage_and_remedy_table_without_rl(tmp_path):
+    pytest.importorskip("trl")
+    cfg = RLAIFConfig.parse(dict(TINY, policy_opt="best_of_n", generation={"max_new_tokens": 16, "batch_size": 16},
+                                 feedback={"model": "tiny-llama", "n_principles": 1, "cot_max_new_tokens": 4},
+                                 eval=dict(TINY["eval"], known_pairs=20, labeller_remedies=True)))
+    res = run_rlaif(cfg, out_dir=tmp_path / "run", store=Store(tmp_path / "store"))
+    kp = res.summary["known_pairs"]
+    assert 0 < kp["n"] <= 20 and 0 <= kp["pm_accuracy"]["value"] <= 1
+    variants = [r["variant"] for r in kp["labeller"]]
+    assert variants[:3] == ["one ordering", "both orderings averaged", "CoT + clamp [0.4, 0.6]"]
+    assert variants[3].startswith("ensemble of all")
+    one, both = kp["labeller"][0], kp["labeller"][1]
+    assert np.isnan(one["order_consistency"]) and 0 <= both["order_consistency"] <= 1
+    assert all(r["n"] == kp["n"] for r in kp["labeller"])
+    assert "rl" not in res.summary and set(res.summary["eval"]["policies"]) == {"initial", "best-of-2"}
+    from superalign.report.html import write_report
+
+    html = write_report(tmp_path / "run").read_text()
+    assert "known-better pairs" in html and "CoT + clamp" in html
+    assert "known better side" in res.table()

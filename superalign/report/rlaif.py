@@ -81,6 +81,12 @@ def rlaif_text(s: dict[str, Any]) -> str:
         out.append("PM accuracy by fine-tuning pairs (mean over seeds): " + "; ".join(
             f"n={n}: {np.nanmean(rows[(n, False)]):.3f} -> {np.nanmean(rows.get((n, True), [np.nan])):.3f} with PMP"
             for n in sizes))
+    if s.get("known_pairs"):
+        kp = s["known_pairs"]
+        out.append(f"on {kp['n']} held-out pairs with a known better side (shuffled / off-topic answers): PM accuracy "
+                   f"{_wr(kp['pm_accuracy'])}" + "".join(
+                       f"; labeller ({r['variant']}) agreement {_wr(r['agreement'])}, order consistency "
+                       f"{_f(r['order_consistency'])}" for r in kp["labeller"]) + " (* = CI includes chance)")
     bon = s["best_of_n"]["curve"]
     out.append("best-of-n PM reward: " + ", ".join(f"n={r['n']} {r['proxy']:.3f} (KL {r['kl']:.2f})" for r in bon))
     for key, what in (("rl", "RL"), ("rl_direct", "d-RLAIF RL (labeller rating as reward)")):
@@ -231,6 +237,21 @@ def rlaif_report(results: dict[str, Any]) -> tuple[str, str, list[Section]]:
         pm_sec.image(_efficiency_plot(pm["data_efficiency"]))
         pm_sec.notes.append(f"Preference-model pre-training on {pm.get('pmp_pairs', '?')} ranked-answer pairs "
                             f"({cfg['pmp']['source']}), compared with training from scratch at each size.")
+    if s.get("known_pairs"):
+        kp = s["known_pairs"]
+        pm_sec.notes.append(f"On {kp['n']} held-out pairs whose better side is known by construction (an answer "
+                            f"against itself word-shuffled, or against an answer to another prompt): PM accuracy "
+                            f"{_wr(kp['pm_accuracy'])}; by kind: " + ", ".join(
+                                f"{k} {_wr(v)}" for k, v in kp["pm_accuracy_by_kind"].items())
+                            + " (* = the 95% CI includes 50%).")
+        lab_known = Section(f"Labeller order consistency and its remedies, on {kp['n']} known-better pairs",
+                            table=Table(["variant", "n", "order consistency", "position bias",
+                                         "agreement with ground truth % [95% CI]"],
+                                        [[r["variant"], str(r["n"]), _f(r["order_consistency"]), _f(r["position_bias"]),
+                                          _wr(r["agreement"])] for r in kp["labeller"]]))
+        lab_known.notes.append("Order consistency: share of (pair, principle) where both orderings prefer the same "
+                               "response (n/a with one ordering). * = the CI includes chance (50%).")
+        sections.append(lab_known)
     sections.append(pm_sec)
     sections.append(Section("Best-of-n", table=Table(["n", "KL (nats)", "PM reward"],
                                                      [[str(r["n"]), f"{r['kl']:.3f}", f"{r['proxy']:.3f}"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from superalign.config import YamlConfig
 from superalign.errors import ConfigError
@@ -64,6 +64,22 @@ class EvalConfig(BaseModel):
     n_prompts: int = Field(24, ge=2, description="held-out prompts for win rates")
     judge_principles: int = Field(1, ge=1, description="principles the labeller samples per comparison when judging")
     n_boot: int = Field(1000, ge=100)
+    known_pairs: int = Field(0, ge=0, description="held-out pairs whose better side is known by construction (a "
+                             "policy answer vs the same answer word-shuffled, or vs an answer to another prompt) for "
+                             "PM accuracy and labeller agreement with CIs; 0 = off")
+    labeller_remedies: bool = Field(False, description="on the known pairs, measure order consistency and agreement "
+                                    "for one ordering, both orderings, CoT + clamping and the full principle ensemble")
+    size: Literal["default", "full"] = Field(
+        "default", description="full: at least 100 win-rate prompts, 240 known pairs and the remedy table "
+                               "(time not measured on the offline models)")
+
+    @model_validator(mode="after")
+    def _full(self) -> "EvalConfig":
+        if self.size == "full":
+            self.n_prompts = max(self.n_prompts, 100)
+            self.known_pairs = max(self.known_pairs, 240)
+            self.labeller_remedies = True
+        return self
 
 
 class RLAIFConfig(YamlConfig):
@@ -115,6 +131,9 @@ class RLAIFConfig(YamlConfig):
         if self.rl.reward != "pm" and not any(o in ("rloo", "grpo") for o in opt):
             raise ConfigError("rl.reward", f"is '{self.rl.reward}' but policy_opt has no RL algorithm",
                               "add rloo or grpo to policy_opt, or set rl.reward: pm")
+        if self.eval.labeller_remedies and not self.eval.known_pairs:
+            raise ConfigError("eval.labeller_remedies", "needs pairs with a known better side",
+                              "set eval.known_pairs (e.g. 240) or eval.size: full")
         if self.rounds > 1 and opt == ["best_of_n"]:
             raise ConfigError("rounds", "needs a trained policy to iterate", "add dpo, rloo or grpo to policy_opt")
         return self

@@ -34,7 +34,7 @@ import numpy as np
 import yaml
 
 from superalign.data.preferences import Pairs, load_preference_rows, pairs_from_rows
-from superalign.errors import ConfigError
+from superalign.errors import ConfigError, DataError
 from superalign.io import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from superalign.metrics import mean_ci
 from superalign.models.cache import ModelCache, active_cache, model_scope
@@ -215,6 +215,7 @@ def run_rlaif(cfg: RLAIFConfig, *, out_dir: str | Path | None = None, store: Sto
         st.policy_prompts(prefs)  # eval / RL prompts (RLHF: from the preference data's prompts)
         st.labeller_vs_preference_data(prefs)  # RLHF: would AI feedback have given the data's labels?
         pm = st.preference_model(prefs)  # 3. PMP + Bradley-Terry PM
+        st.known_pairs(pm, sft)  # opt-in: PM accuracy / labeller agreement on pairs with a known better side
         bon = st.best_of_n(pm, sft)  # 4. best-of-n curve
         trained = st.optimise(pm, prefs, sft)  # 5. RL (KL leash to the SFT policy) and/or DPO, per policy_opt
         for r in range(2, cfg.rounds + 1):  # iterated rounds: new samples → feedback → PM refit → optimise
@@ -473,6 +474,61 @@ class RLAIFStages:
         self.pm_results = {**getattr(self, "pm_results", {}), st.key: st.meta["result"]}
         return TrainedPM(st.key, _load_pm(models, st.file("head.safetensors")))
 
+    def known_pairs(self, pm: TrainedPM, adapters: tuple[str, ...]) -> None:
+        """``eval.known_pairs`` held-out pairs whose better side is known by construction, from policy
+        samples on the evaluation prompts (never seen by the PM): an answer against the same answer with
+        its words shuffled, or against an answer to another prompt. PM accuracy and labeller agreement
+        with bootstrap CIs; with ``eval.labeller_remedies``, the labeller's order consistency and
+        agreement for one ordering, both orderings, CoT + clamping and the full principle ensemble."""
+        cfg = self.cfg
+        n = cfg.eval.known_pairs
+        if not n:
+            return
+        prompts = self.split["eval"]
+        k = max(1, -(-n // (2 * len(prompts))))  # samples per prompt
+
+        def compute(tmp: Path) -> dict:
+            model, tok = self.models.policy(adapters)
+            out = generate(model, tok, _chat(tok, prompts), cfg.generation, seed=cfg.seed + 11, num_return_sequences=k,
+                           desc="known-pair samples")
+            rows = build_known_pairs(prompts, [[c.text for c in o] for o in out], n, cfg.seed)
+            write_jsonl_atomic(tmp / "pairs.jsonl", rows)
+            if not rows:
+                raise DataError("eval.known_pairs", "the policy's answers were too short to build pairs from",
+                                "raise generation.max_new_tokens or set eval.known_pairs: 0")
+            a_better = np.array([r["a_better"] for r in rows], dtype=bool)
+            ps, xa, xb = [r["prompt"] for r in rows], [r["a"] for r in rows], [r["b"] for r in rows]
+            ra, rb = pm.model.score(ps, xa), pm.model.score(ps, xb)
+            pm_hits = np.where(ra == rb, 0.5, (ra > rb) == a_better)
+            kinds = np.array([r["kind"] for r in rows])
+            res: dict[str, Any] = {"n": len(rows), "samples_per_prompt": k,
+                                   "pm_accuracy": mean_ci(pm_hits, cfg.eval.n_boot).as_dict(),
+                                   "pm_accuracy_by_kind": {kd: mean_ci(pm_hits[kinds == kd], cfg.eval.n_boot).as_dict()
+                                                           for kd in dict.fromkeys(kinds.tolist())}}
+            lab = self.models.labeller()
+            variants = {"as configured": {}}
+            if cfg.eval.labeller_remedies:
+                variants = {"one ordering": {"both_orderings": False},
+                            "both orderings averaged": {"both_orderings": True},
+                            "CoT + clamp [0.4, 0.6]": {"both_orderings": True, "cot": True, "clamp": (0.4, 0.6)},
+                            f"ensemble of all {len(self.constitution.principles)} principles":
+                                {"both_orderings": True, "n_principles": len(self.constitution.principles)}}
+            base_cfg, table = lab.cfg, []
+            for name, upd in variants.items():
+                lab.cfg = base_cfg.model_copy(update=upd)
+                fb = lab.label(ps, xa, xb, seed=cfg.seed)
+                hits = np.where(fb.p_first == 0.5, 0.5, (fb.p_first > 0.5) == a_better)
+                table.append({"variant": name, **fb.summary(), "agreement": mean_ci(hits, cfg.eval.n_boot).as_dict()})
+            lab.cfg = base_cfg
+            res["labeller"] = table
+            return res
+
+        st = self.stage("rlaif-known-pairs", {"policy": self.policy_id, "adapters": list(adapters), "pm": pm.key,
+                                              "prompts": prompts, "n": n, "generation": cfg.generation.model_dump(),
+                                              "remedies": cfg.eval.labeller_remedies, **self.labeller_inputs,
+                                              "seed": cfg.seed}, compute, "known-better pairs")
+        self.summary["known_pairs"] = st.meta["result"]
+
     # 4. best-of-n -------------------------------------------------------------------------------
     def best_of_n(self, pm: TrainedPM, adapters: tuple[str, ...]) -> Stage:
         cfg = self.cfg
@@ -709,6 +765,32 @@ class RLAIFStages:
             result.out_dir = out
         log.info(self.store.summary(detail=True))
         return result
+
+
+def build_known_pairs(prompts: list[str], samples: list[list[str]], n: int, seed: int) -> list[dict]:
+    """Up to ``n`` pairs with a known better side: each sample against itself word-shuffled ("shuffled")
+    and against a sample for another prompt ("off-topic"); the better side is put first or second at
+    random (``a_better``). Answers of under 4 words are shuffled by character; under 4 distinct
+    characters, skipped."""
+    rng = random.Random(seed)
+    rows = []
+    for i, (p, outs) in enumerate(zip(prompts, samples)):
+        for j, text in enumerate(outs):
+            words = text.split()
+            units, sep = (words, " ") if len(words) >= 4 and len(set(words)) >= 2 else (list(text.strip()), "")
+            if len(set(units)) < 4 and sep == "":
+                continue
+            shuffled = units[:]
+            while shuffled == units:
+                rng.shuffle(shuffled)
+            others = [o for t, outs2 in enumerate(samples) if t != i for o in outs2[j:j + 1] if o.strip() != text.strip()]
+            worse = [("shuffled", sep.join(shuffled))] + ([("off-topic", rng.choice(others))] if others else [])
+            for kind, bad in worse:
+                first = rng.random() < 0.5
+                rows.append({"prompt": p, "a": text if first else bad, "b": bad if first else text,
+                             "a_better": first, "kind": kind})
+    rng.shuffle(rows)
+    return rows[:n]
 
 
 def _round_of(name: str) -> int:
