@@ -67,7 +67,7 @@ def test_run_releases_its_models(tiny_run, monkeypatch):
     import weakref
 
     from superalign.models import cache as mc
-    from superalign.rlaif import pipeline as pl
+    from superalign.rlaif import models as pl  # the run's model handles live in rlaif/models.py
 
     cfg, res, root = tiny_run
     refs = []

@@ -26,164 +26,36 @@ import random
 import re
 import time
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import yaml
 
 from superalign.data.preferences import Pairs, load_preference_rows, pairs_from_rows
 from superalign.errors import ConfigError, DataError
 from superalign.io import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from superalign.metrics import mean_ci
-from superalign.models.cache import ModelCache, active_cache, model_scope
-from superalign.models.loading import load_backbone, load_causal_lm, model_identity, model_notes
+from superalign.models.cache import model_scope
+from superalign.models.loading import model_identity, model_notes
 from superalign.rlaif import evaluate as ev
 from superalign.rlaif.config import RLAIFConfig
 from superalign.rlaif.constitution import load_constitution
-from superalign.rlaif.feedback import Labeller, agreement_with_labels
+from superalign.rlaif.feedback import agreement_with_labels
 from superalign.rlaif.generation import GenerationConfig, generate, render_chat
+from superalign.rlaif.models import Models, load_pm
 from superalign.rlaif.pm import PreferenceModel
+from superalign.rlaif.prompts import (  # noqa: F401  (re-exported)
+    TAGS,
+    PromptSet,
+    build_known_pairs,
+    load_prompt_set,
+    policy_prompts_from_pairs,
+    split_prompts,
+)
 from superalign.store.store import Stage, Store, default_store_root
 
 log = logging.getLogger("superalign.rlaif")
 
-
-# -- prompts ------------------------------------------------------------------------------------
-
-TAGS = ("harmful", "ordinary")
-
-
-@dataclass
-class PromptSet:
-    """Prompts by tag (``harmful`` measures harmlessness, ``ordinary`` helpfulness) and hand-labelled pairs."""
-
-    harmful: list[str]
-    ordinary: list[str]
-    labelled_pairs: list[dict]
-
-    def tag(self, prompt: str) -> str:
-        """The prompt's tag: ``harmful``, ``ordinary``, or ``untagged`` (e.g. RLHF data's own prompts)."""
-        if not hasattr(self, "_tags"):
-            self._tags = {**{q: "ordinary" for q in self.ordinary}, **{q: "harmful" for q in self.harmful}}
-        return self._tags.get(prompt, "untagged")
-
-
-def load_prompt_set(path: str | None) -> PromptSet:
-    """The shipped prompt set, or a YAML file with ``harmful``, ``ordinary`` and ``labelled_pairs``."""
-    if path is None:
-        data = yaml.safe_load(resources.files("superalign.rlaif").joinpath("data/prompts.yaml").read_text())
-    else:
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError("prompts", f"file '{path}' does not exist", "give a YAML prompt set")
-        data = yaml.safe_load(p.read_text()) or {}
-    harmful, ordinary = list(data.get("harmful") or []), list(data.get("ordinary") or [])
-    for i, row in enumerate(data.get("tagged") or []):  # optional: [{prompt, tag}] beside the two lists
-        if not isinstance(row, dict) or not str(row.get("prompt", "")).strip():
-            raise ConfigError(f"prompts.tagged[{i}].prompt", "is missing", "give each tagged entry a 'prompt'")
-        if row.get("tag") not in TAGS:
-            raise ConfigError(f"prompts.tagged[{i}].tag", f"is {row.get('tag')!r}, not a known tag",
-                              f"use one of {', '.join(TAGS)}")
-        (harmful if row["tag"] == "harmful" else ordinary).append(str(row["prompt"]))
-    for field, items in (("harmful", harmful), ("ordinary", ordinary)):
-        for i, s in enumerate(items):
-            if not isinstance(s, str) or not s.strip():
-                raise ConfigError(f"prompts.{field}[{i}]", "is empty", "remove empty prompts")
-    if not harmful and not ordinary:
-        raise ConfigError("prompts", "has no harmful or ordinary prompts", "add prompts under 'harmful:' or 'ordinary:'")
-    pairs = list(data.get("labelled_pairs") or [])
-    for i, row in enumerate(pairs):
-        for col in ("prompt", "chosen", "rejected"):
-            if not str(row.get(col, "")).strip():
-                raise ConfigError(f"prompts.labelled_pairs[{i}].{col}", "is missing", f"give each pair a '{col}'")
-    return PromptSet(harmful, ordinary, pairs)
-
-
-def split_prompts(ps: PromptSet, sizes: dict[str, int], seed: int) -> dict[str, list[str]]:
-    """Disjoint, half-harmful/half-ordinary prompt lists for each use, in a seeded order."""
-    rng = random.Random(seed)
-    pools = [list(ps.harmful), list(ps.ordinary)]
-    for pool in pools:
-        rng.shuffle(pool)
-    out: dict[str, list[str]] = {}
-    for name, n in sizes.items():
-        take = []
-        for k in range(n):
-            pool = pools[k % 2] if pools[k % 2] else pools[1 - k % 2]
-            if not pool:
-                raise ConfigError(f"{name}.n_prompts", f"asks for more prompts than the set holds ({n})",
-                                  "lower the n_prompts settings or add prompts")
-            take.append(pool.pop())
-        out[name] = take
-    return out
-
-
-def policy_prompts_from_pairs(prompts: list[str], n_eval: int, seed: int) -> tuple[list[str], list[str]]:
-    """Held-out evaluation prompts and RL prompts, disjoint, from the distinct prompts of preference data."""
-    distinct = list(dict.fromkeys(prompts))
-    random.Random(seed).shuffle(distinct)
-    if len(distinct) < n_eval + 1:
-        raise ConfigError("eval.n_prompts", f"is {n_eval}, but the preference data has {len(distinct)} distinct "
-                          "prompts and RL needs at least one more", f"lower it below {len(distinct)} or add data")
-    return distinct[:n_eval], distinct[n_eval:]
-
-
-# -- models -------------------------------------------------------------------------------------
-
-class Models:
-    """The chain's models through one :class:`~superalign.models.cache.ModelCache` (by default the active
-    scope's: :func:`run_rlaif` opens one, so a run's models are released when it ends). Policies are fresh
-    copies of the base model with adapters merged in."""
-
-    def __init__(self, cfg: RLAIFConfig, cache: ModelCache | None = None):
-        self.cfg = cfg
-        self.cache = cache if cache is not None else active_cache()
-        self.pm_features: dict = {}  # shared by every PreferenceModel built here (one backbone, one config)
-
-    def base(self):
-        """(causal LM, tokenizer, info) of the policy model; shared, so never trained in place."""
-        return self.cache.get(("causal_lm", self.cfg.policy, False, False), lambda: load_causal_lm(self.cfg.policy))
-
-    def policy(self, adapters: tuple[str, ...] = ()):
-        """A fresh copy of the policy with ``adapters`` (directories) merged in order."""
-        import copy
-
-        from peft import PeftModel
-
-        model, tok, _ = self.base()
-        model = copy.deepcopy(model)
-        for a in adapters:
-            model = PeftModel.from_pretrained(model, a).merge_and_unload()
-        model.eval()
-        return model, tok
-
-    def feedback(self):
-        name = self.cfg.feedback.model
-        model, tok, _ = self.cache.get(("causal_lm", name, False, False), lambda: load_causal_lm(name))
-        return model, tok
-
-    def pm_backbone(self):
-        name = self.cfg.pm.model
-
-        def load():
-            model, tok, info = load_backbone(name)
-            model.requires_grad_(False)
-            return model, tok, info
-
-        return self.cache.get(("backbone", name, True, False), load)
-
-    def labeller(self) -> Labeller:
-        model, tok = self.feedback()
-        return Labeller(model, tok, load_constitution(self.cfg.constitution), self.cfg.feedback)
-
-    def pm(self) -> PreferenceModel:
-        model, tok, info = self.pm_backbone()
-        return PreferenceModel(model, tok, info.arch, self.cfg.pm, feature_cache=self.pm_features)
-
-
-# -- the run ------------------------------------------------------------------------------------
 
 @dataclass
 class RLAIFResult:
@@ -472,7 +344,7 @@ class RLAIFStages:
         if summary_key:
             self.summary[summary_key] = st.meta["result"]
         self.pm_results = {**getattr(self, "pm_results", {}), st.key: st.meta["result"]}
-        return TrainedPM(st.key, _load_pm(models, st.file("head.safetensors")))
+        return TrainedPM(st.key, load_pm(models, st.file("head.safetensors")))
 
     def known_pairs(self, pm: TrainedPM, adapters: tuple[str, ...]) -> None:
         """``eval.known_pairs`` held-out pairs whose better side is known by construction, from policy
@@ -767,32 +639,6 @@ class RLAIFStages:
         return result
 
 
-def build_known_pairs(prompts: list[str], samples: list[list[str]], n: int, seed: int) -> list[dict]:
-    """Up to ``n`` pairs with a known better side: each sample against itself word-shuffled ("shuffled")
-    and against a sample for another prompt ("off-topic"); the better side is put first or second at
-    random (``a_better``). Answers of under 4 words are shuffled by character; under 4 distinct
-    characters, skipped."""
-    rng = random.Random(seed)
-    rows = []
-    for i, (p, outs) in enumerate(zip(prompts, samples)):
-        for j, text in enumerate(outs):
-            words = text.split()
-            units, sep = (words, " ") if len(words) >= 4 and len(set(words)) >= 2 else (list(text.strip()), "")
-            if len(set(units)) < 4 and sep == "":
-                continue
-            shuffled = units[:]
-            while shuffled == units:
-                rng.shuffle(shuffled)
-            others = [o for t, outs2 in enumerate(samples) if t != i for o in outs2[j:j + 1] if o.strip() != text.strip()]
-            worse = [("shuffled", sep.join(shuffled))] + ([("off-topic", rng.choice(others))] if others else [])
-            for kind, bad in worse:
-                first = rng.random() < 0.5
-                rows.append({"prompt": p, "a": text if first else bad, "b": bad if first else text,
-                             "a_better": first, "kind": kind})
-    rng.shuffle(rows)
-    return rows[:n]
-
-
 def _round_of(name: str) -> int:
     """1 for ``rl``/``dpo``/``rl-direct``, r for ``<name>-r<r>``."""
     m = re.search(r"-r(\d+)$", name)
@@ -802,16 +648,3 @@ def _round_of(name: str) -> int:
 def _chat(tok, prompts: list[str]) -> list[str]:
     """Each prompt as a one-turn user chat, rendered with the tokenizer's template."""
     return render_chat(tok, [[{"role": "user", "content": p}] for p in prompts])
-
-
-def _load_pm(models: Models, head_file: Path) -> PreferenceModel:
-    from safetensors.torch import load_file
-
-    from superalign.training.regimes import ProbeHead
-
-    state = load_file(str(head_file))
-    pm = models.pm()
-    dim = state["linear.weight"].shape[1]
-    pm.head = ProbeHead(dim, 1)
-    pm.head.load_state_dict(state)
-    return pm
