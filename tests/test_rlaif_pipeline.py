@@ -79,6 +79,7 @@ def test_run_releases_its_models(tiny_run, monkeypatch):
         return out
 
     monkeypatch.setattr(pl, "load_backbone", recording)
+    mc.process_cache().clear()  # earlier tests (outside any run scope) may have filled it
     run_rlaif(cfg, store=Store(root / "store"))  # all cached, but the PM backbone still loads to score
     assert refs, "expected the cached run to load the PM backbone"
     gc.collect()
