@@ -137,3 +137,34 @@ def test_a_loss_registered_here_trains_a_w2s_student(toy_csv, tmp_path):
         LOSSES.pop("test-scaled-xent", None)
     assert calls and calls[-1][1] > 0 and max(s for s, _ in calls) < calls[-1][1]
     assert [r["method"] for r in res.rows if r.get("method") == "scaled"]
+
+
+
+def test_loss_version_enters_train_stage_keys_only_above_one(tmp_path):
+    """A fixed loss (logconf, version 2) must not reuse stages trained by its old code; xent keys stay as they were."""
+    import json
+
+    import numpy as np
+
+    from superalign.data.task import TaskData
+    from superalign.store.store import Store
+    from superalign.training.config import LossConfig
+    from superalign.training.losses import get_loss
+    from superalign.w2s.config import ModelConfig
+    from superalign.w2s.stages import Stages, ground_truth
+
+    assert get_loss("logconf").version == 2 and get_loss("xent").version == 1
+    task = TaskData(name="t", texts=[f"word {i}" for i in range(16)], labels=np.array([i % 2 for i in range(16)]),
+                    label_names=["a", "b"])
+    stages = Stages(Store(tmp_path / "store"), task)
+    cfg = ModelConfig(model="tiny-bert", epochs=1, batch_size=8)
+    labels = ground_truth(task, np.arange(8))
+    for name in ("xent", "logconf"):
+        stages.train(cfg, labels, loss=LossConfig(name=name), seed=0, predict_on={"test": np.arange(8, 16)},
+                     label=name)
+    train = [m for m in (json.loads(p.read_text()) for p in (tmp_path / "store").rglob("meta.json"))
+             if m.get("kind") == "train"]
+    by_loss = {m["label"]: m["inputs"] for m in train}
+    assert set(by_loss) == {"xent", "logconf"}
+    assert by_loss["logconf"]["loss_version"] == 2
+    assert "loss_version" not in by_loss["xent"]

@@ -36,16 +36,21 @@ class LossSpec:
     name: str
     description: str
     fn: LossFn
+    version: int = 1  # bump when the loss computes something different: stage keys of losses above 1 carry it
 
 
 LOSSES: dict[str, LossSpec] = {}
 
 
-def register_loss(name: str, *, description: str = ""):
-    """Decorator: register ``fn(logits, targets, cfg, step, total_steps) -> scalar tensor`` under ``name``."""
+def register_loss(name: str, *, description: str = "", version: int = 1):
+    """Decorator: register ``fn(logits, targets, cfg, step, total_steps) -> scalar tensor`` under ``name``.
+
+    ``version``: raise it when a change makes the loss compute something else, so that stages trained
+    with the old code are not reused (their keys carry the version once it is above 1).
+    """
 
     def wrap(fn: LossFn) -> LossFn:
-        LOSSES[name] = LossSpec(name, description or (fn.__doc__ or "").strip().split("\n")[0], fn)
+        LOSSES[name] = LossSpec(name, description or (fn.__doc__ or "").strip().split("\n")[0], fn, version)
         return fn
 
     return wrap
@@ -121,8 +126,9 @@ def _xent(logits: torch.Tensor, targets: torch.Tensor, cfg: "LossConfig", step: 
     return soft_cross_entropy(logits, targets)
 
 
-@register_loss("logconf", description="auxiliary confidence loss (Burns et al., 2023): weak labels mixed with the "
-                                      "student's hardened predictions, weight aux_weight warmed up over aux_warmup")
+@register_loss("logconf", version=2,  # 2: the hardened batch keeps exactly round(prior * batch) positives
+               description="auxiliary confidence loss (Burns et al., 2023): weak labels mixed with the "
+                           "student's hardened predictions, weight aux_weight warmed up over aux_warmup")
 def _logconf(logits: torch.Tensor, targets: torch.Tensor, cfg: "LossConfig", step: int,
              total_steps: int) -> torch.Tensor:
     return logconf_loss(logits, targets, aux_weight_at(step, total_steps, cfg.aux_weight, cfg.aux_warmup))

@@ -24,6 +24,7 @@ from superalign.models.features import extract_features
 from superalign.models.loading import load_backbone, model_identity
 from superalign.store.store import Stage, Store, stage_key
 from superalign.training.config import LossConfig, TrainConfig
+from superalign.training.losses import get_loss
 from superalign.training.prefix import (
     PrefixBatcher,
     PrefixClassifier,
@@ -202,6 +203,7 @@ class Stages:
             "loss": loss.model_dump() if loss.name != "xent" else "xent", "early_stopping": early_stopping,
             "val": None if val is None else {"idx": idx_hash(val.idx), "weak": val.key}, "seed": seed,
             "predict": {k: idx_hash(v) for k, v in sorted(predict_on.items())},
+            **({"loss_version": v} if (v := get_loss(loss.name).version) > 1 else {}),
         }
         if labels.key.startswith("gt:") is False:
             inputs["targets_hash"] = array_hash(labels.probs)
