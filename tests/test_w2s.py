@@ -74,6 +74,21 @@ def test_finetune_student_regime_with_its_own_ceiling(toy_csv, tmp_path):
     assert len(ceilings) == 2  # one ceiling per student regime
 
 
+
+def test_last_k_without_prefix_cache_streams_the_frozen_blocks_and_matches_the_cache(toy_csv, tmp_path):
+    student = {"regime": "last_k", "epochs": 2, "batch_size": 16, "lr": 1e-3}
+    results = {}
+    for cache in (True, False):
+        methods = [{"name": "lastk", "student": {**student, "prefix_cache": cache}}]
+        cfg = W2SConfig.parse(tiny_config(toy_csv, methods=methods, seeds=[0]))
+        store = Store(tmp_path / f"s{cache}")
+        results[cache] = run_w2s(cfg, store=store).rows[0]
+        prefix_stages = list((tmp_path / f"s{cache}" / "prefix").glob("*/meta.json"))
+        assert bool(prefix_stages) == cache  # no prefix states stored without the cache
+    for key in ("w2s", "ceiling"):
+        assert results[True][key]["value"] == pytest.approx(results[False][key]["value"], abs=0.02)
+    assert results[True]["agreement"] == pytest.approx(results[False]["agreement"], abs=0.02)
+
 RESUME_SCRIPT = """
 import sys, json
 from superalign.store import Store

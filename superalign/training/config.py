@@ -36,7 +36,9 @@ class TrainConfig(BaseModel):
     schedule: Literal["cosine", "constant"] = "cosine"
     warmup_frac: float = Field(0.0, ge=0, le=1)
     last_k: int = Field(1, ge=1)
-    prefix_cache: bool = Field(True, description="last_k: run the frozen blocks once and train on cached states")
+    prefix_cache: bool = Field(True, description="last_k: run the frozen blocks once and train on cached states "
+                                                 "(a stored stage); false: rerun them every epoch in large "
+                                                 "length-sorted batches and store nothing")
     lora_r: int = Field(8, ge=1)
     lora_alpha: int = Field(16, ge=1)
     lora_dropout: float = Field(0.0, ge=0, lt=1)

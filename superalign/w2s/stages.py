@@ -29,6 +29,7 @@ from superalign.training.prefix import (
     PrefixBatcher,
     PrefixClassifier,
     PrefixStates,
+    StreamingPrefixBatcher,
     check_equivalence,
     compute_prefix_states,
 )
@@ -257,12 +258,15 @@ class Stages:
         encoded = self.encoded(cfg, tok)
         batcher = TokenBatcher(encoded, tok.pad_token_id)
         module: torch.nn.Module = clf
-        if train_cfg.regime == "last_k" and train_cfg.prefix_cache:
+        if train_cfg.regime == "last_k":
             start = len(transformer_blocks(backbone)) - train_cfg.last_k
             if start >= 1:
-                states = self.prefix(cfg, start)
                 module = PrefixClassifier(clf, start)
-                batcher = PrefixBatcher(encoded, tok.pad_token_id, states)
+                if train_cfg.prefix_cache:  # frozen blocks run once, states stored (a cached stage)
+                    batcher = PrefixBatcher(encoded, tok.pad_token_id, self.prefix(cfg, start))
+                else:  # frozen blocks rerun every epoch in large batches, nothing stored
+                    batcher = StreamingPrefixBatcher(backbone.to(device), encoded, tok.pad_token_id, start,
+                                                     batch_size=cfg.features_batch_size)
                 reference = Classifier(backbone, self.task.num_classes, pooling=clf.pooling).to(device)
                 module.to(device)
                 check_equivalence(reference, module, batcher, labels.idx[:4])
