@@ -7,9 +7,11 @@ For each zoo model the script measures
      rows, FLOP-weighted over the shapes (the best this machine does for that model's GEMMs); and
      the same at M = the tokens of one training batch (the ceiling small training batches face);
   2. feature extraction (``extract_features``: pooled hidden states, no grad), last-k fine-tuning
-     through the whole model (``fit``, regime ``last_k``), the same with the frozen blocks streamed
-     over chunks of upcoming batches (``StreamingPrefixBatcher``), last-k on cached prefix states
-     (the cache pass included) and full fine-tuning (``fit``, regime ``full``), each timed end to end;
+     with a plain full forward every step (``fit``, regime ``last_k``), the same with the frozen
+     blocks streamed over chunks of upcoming batches (``StreamingPrefixBatcher``: what the W2S
+     pipeline runs with ``prefix_cache: false``), last-k on cached prefix states (``prefix_cache:
+     true``, the cache pass included) and full fine-tuning (``fit``, regime ``full``), each timed end
+     to end;
 
 and prints, per workload, the achieved FLOP/s as a fraction of the peak, with the padding waste
 (padded tokens / real tokens) of the batches it ran beside it. FLOPs are counted on real tokens:
@@ -204,7 +206,7 @@ def main() -> None:
         fit(clf, batcher, idx, onehot[:n], cfg, seed=0, desc="last_k")
         sync(dev)
         s = time.perf_counter() - t
-        record(f"last-{args.last_k} fine-tune", s, (2 * (n_body - n_trained) + 6 * n_trained) * lt.sum(), waste_train, n)
+        record(f"last-{args.last_k} full forward/step", s, (2 * (n_body - n_trained) + 6 * n_trained) * lt.sum(), waste_train, n)
         del clf
 
         # last-k, frozen blocks streamed over chunks of 16 upcoming batches ----------------------
@@ -219,7 +221,7 @@ def main() -> None:
                 idx, onehot[:n], cfg, seed=0, desc="streamed")
         sync(dev)
         s = time.perf_counter() - t
-        record(f"last-{args.last_k} streamed prefix", s, (2 * (n_body - n_trained) + 6 * n_trained) * lt.sum(),
+        record(f"last-{args.last_k} no cache (streamed)", s, (2 * (n_body - n_trained) + 6 * n_trained) * lt.sum(),
                waste_train, n)
         del clf, pre
 
@@ -251,9 +253,9 @@ def main() -> None:
         record("full fine-tune", s, 6 * n_body * lf.sum(), padding_waste(lf, epoch_batches(n, args.batch_size, 0, 0, lf)), n)
         del full, backbone
 
-    print(f"\n{'model':14s} {'workload':24s} {'ex/s':>8s} {'GFLOP/s':>8s} {'peak':>7s} {'of peak':>8s} {'padding':>8s}")
+    print(f"\n{'model':14s} {'workload':28s} {'ex/s':>8s} {'GFLOP/s':>8s} {'peak':>7s} {'of peak':>8s} {'padding':>8s}")
     for r in rows:
-        print(f"{r['model']:14s} {r['workload']:24s} {r['examples_per_s']:8.1f} {r['gflops']:8.1f} "
+        print(f"{r['model']:14s} {r['workload']:28s} {r['examples_per_s']:8.1f} {r['gflops']:8.1f} "
               f"{r['peak_gflops']:7.1f} {100 * r['fraction_of_peak']:7.1f}% {r['padding_waste']:8.3f}")
     print("(peak: FLOP-weighted fp32/bf16 GEMM rate at the model's block shapes; padding: padded / real tokens)")
     out = Path(args.out) if args.out else (Path(__file__).parent / "results" /
