@@ -291,6 +291,10 @@ def rlaif_run(
     out: Optional[Path] = typer.Option(None, help="run directory (default runs/<config name>)"),
     store: Optional[Path] = typer.Option(None, help="stage store (default $SUPERALIGN_STORE or ~/.cache/superalign/store)"),
     set_: List[str] = typer.Option([], "--set", help="override any field: --set rl.steps=32 --set feedback.n_principles=4"),
+    eval_size: Optional[str] = typer.Option(None, "--eval", help="evaluation size: 'default' (the config's), or "
+                                            "'full' (at least 100 win-rate prompts, 240 pairs with a known better "
+                                            "side, the labeller remedy table; same as --set eval.size=full; "
+                                            "reuses every other stage of a default run)"),
     report: bool = typer.Option(True, help="write RUN_DIR/report.html"),
     verbose: bool = typer.Option(False, "-v", "--verbose"),
 ) -> None:
@@ -313,6 +317,12 @@ def rlaif_run(
             pref["source"] = preferences
         else:
             pref["source"], pref["path"] = ("hub", preferences[3:]) if preferences.startswith("hf:") else ("file", preferences)
+    if eval_size:
+        if eval_size not in ("default", "full"):
+            from superalign.errors import ConfigError
+
+            _fail(ConfigError("--eval", f"is '{eval_size}'", "use --eval default or --eval full"))
+        overrides.setdefault("eval", {})["size"] = eval_size
     _run_and_report(lambda: RLAIFConfig.from_yaml(config or CONFIG_DIR / "rlaif_default.yaml", overrides), run_rlaif,
                     out, store, report)
 

@@ -131,3 +131,17 @@ def test_real_entry_point_prints_one_line_without_traceback(bad, tmp_path):
 def test_other_commands_fail_in_one_line(args, expected):
     res = runner.invoke(app, args)
     assert res.exit_code == 2 and res.stderr.count("\n") == 1 and res.stderr.startswith(expected), res.output
+
+
+def test_rlaif_eval_size_option(tmp_path, monkeypatch):
+    store = ["--store", str(tmp_path / "s"), "--out", str(tmp_path / "run")]
+    res = runner.invoke(app, ["rlaif", "run", "--eval", "huge", *store])
+    assert res.exit_code == 2 and res.stderr.startswith("error: --eval: is 'huge'. Fix: use --eval default or"), \
+        res.output
+    assert not (tmp_path / "s").exists() or not list((tmp_path / "s").glob("*/*/meta.json"))
+    seen = {}
+    monkeypatch.setattr("superalign.cli._run_and_report", lambda make, *a, **k: seen.setdefault("cfg", make()))
+    assert runner.invoke(app, ["rlaif", "run", "--eval", "full", *store]).exit_code == 0
+    cfg = seen["cfg"]
+    assert cfg.eval.size == "full" and cfg.eval.n_prompts >= 100 and cfg.eval.known_pairs >= 200
+    assert cfg.eval.labeller_remedies

@@ -68,7 +68,9 @@ class EvalConfig(BaseModel):
                              "policy answer vs the same answer word-shuffled, or vs an answer to another prompt) for "
                              "PM accuracy and labeller agreement with CIs; 0 = off")
     labeller_remedies: bool = Field(False, description="on the known pairs, measure order consistency and agreement "
-                                    "for one ordering, both orderings, CoT + clamping and the full principle ensemble")
+                                    "for one ordering, both orderings, CoT + clamping and a principle ensemble")
+    ensemble_principles: int = Field(4, ge=2, description="principles the remedy table's principle ensemble "
+                                     "averages per pair (capped at the constitution's size)")
     size: Literal["default", "full"] = Field(
         "default", description="full: at least 100 win-rate prompts, 240 known pairs and the remedy table "
                                "(time not measured on the offline models)")

@@ -380,24 +380,33 @@ class RLAIFStages:
             lab = self.models.labeller()
             variants = {"as configured": {}}
             if cfg.eval.labeller_remedies:
-                variants = {"one ordering": {"both_orderings": False},
-                            "both orderings averaged": {"both_orderings": True},
+                n_ens = min(cfg.eval.ensemble_principles, len(self.constitution.principles))
+                variants = {"both orderings averaged": {"both_orderings": True},
                             "CoT + clamp [0.4, 0.6]": {"both_orderings": True, "cot": True, "clamp": (0.4, 0.6)},
-                            f"ensemble of all {len(self.constitution.principles)} principles":
-                                {"both_orderings": True, "n_principles": len(self.constitution.principles)}}
+                            f"ensemble of {n_ens} principles": {"both_orderings": True, "n_principles": n_ens}}
             base_cfg, table = lab.cfg, []
+
+            def row(name: str, fb, p_first: np.ndarray) -> dict:
+                hits = np.where(p_first == 0.5, 0.5, (p_first > 0.5) == a_better)
+                return {"variant": name, **fb.summary(), "agreement": mean_ci(hits, cfg.eval.n_boot).as_dict()}
+
             for name, upd in variants.items():
                 lab.cfg = base_cfg.model_copy(update=upd)
                 fb = lab.label(ps, xa, xb, seed=cfg.seed)
-                hits = np.where(fb.p_first == 0.5, 0.5, (fb.p_first > 0.5) == a_better)
-                table.append({"variant": name, **fb.summary(), "agreement": mean_ci(hits, cfg.eval.n_boot).as_dict()})
+                if name == "both orderings averaged":  # one ordering: the first of the same evaluations
+                    one = row("one ordering", fb, fb.p_a[:, 0, :].mean(1))
+                    one["position_bias"] = float(fb.p_a[:, 0].mean() - 0.5)
+                    table.append(one)
+                table.append(row(name, fb, fb.p_first))
             lab.cfg = base_cfg
             res["labeller"] = table
             return res
 
         st = self.stage("rlaif-known-pairs", {"policy": self.policy_id, "adapters": list(adapters), "pm": pm.key,
                                               "prompts": prompts, "n": n, "generation": cfg.generation.model_dump(),
-                                              "remedies": cfg.eval.labeller_remedies, **self.labeller_inputs,
+                                              "remedies": cfg.eval.labeller_remedies and
+                                              {"ensemble": cfg.eval.ensemble_principles, "v": 2},
+                                              **self.labeller_inputs,
                                               "seed": cfg.seed}, compute, "known-better pairs")
         self.summary["known_pairs"] = st.meta["result"]
 
