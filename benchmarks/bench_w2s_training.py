@@ -21,9 +21,10 @@ and the linear-probe path:
   D. a linear head trained through the frozen backbone every epoch (regime ``head``);
   E. the same head on cached pooled features (regime ``probe``), extraction time included.
 
-Usage (defaults are the offline W2S default's strong model and task):
+Usage (defaults are the offline W2S default's last-block strong student: Gemma-3-270M on 2,500
+WordNet words, 3 epochs, batch 32, last block):
 
-    python benchmarks/bench_w2s_training.py [--model gemma3-270m] [--task wordnet_living] [--n 1024]
+    python benchmarks/bench_w2s_training.py [--model gemma3-270m] [--task wordnet_living] [--n 2500]
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="gemma3-270m")
     ap.add_argument("--task", default="wordnet_living")
-    ap.add_argument("--n", type=int, default=1024, help="training examples")
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--n", type=int, default=2500, help="training examples (the W2S default's strong_train)")
+    ap.add_argument("--epochs", type=int, default=3, help="the W2S default's last-block students train 3 epochs")
     ap.add_argument("--probe-epochs", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--last-k", type=int, default=1)

@@ -44,9 +44,16 @@ def test_default_rlaif_run(tmp_path):
     kls = [r["kl"] for r in s["best_of_n"]["curve"]]
     assert kls[0] == pytest.approx(0.0) and kls == sorted(kls)  # analytic KL of best-of-n grows with n
     assert len(s["rl"]["history"]) == cfg.rl.steps
-    assert {"rl|initial", "rl|sft"} <= set(s["eval"]["win_rates"])
+    assert {"rl|initial", "rl|sft", "dpo|initial", "dpo|sft"} <= set(s["eval"]["win_rates"])
+    assert s["dpo"]["n_pairs"] >= 32
+    by_tag = s["eval"]["by_tag"]
+    assert set(by_tag) == {"harmful", "ordinary"} and sum(t["n"] for t in by_tag.values()) == cfg.eval.n_prompts
+    assert s["known_pairs"]["n"] >= 200 and 0 <= s["known_pairs"]["pm_accuracy"]["value"] <= 1
+    text = res.table()
+    assert "dpo vs initial" in text and "per-tag frontier" in text and "(n=24)" in text
     html = write_report(tmp_path / "run").read_text()
-    assert "position bias" in html and html.count("data:image/png;base64,") >= 4
+    assert "position bias" in html and html.count("data:image/png;base64,") >= 5
+    assert "harmlessness Elo" in html and "helpfulness Elo" in html
 
 
 @pytest.mark.slow

@@ -152,6 +152,8 @@ def test_per_tag_elo_and_the_frontier_plot(full_run):
 
     html = write_report(root / "run").read_text()
     assert "harmlessness Elo" in html and "helpfulness Elo" in html
+    text = res.table()
+    assert "per-tag frontier" in text and "helpfulness Elo (n=2)" in text and "win % vs initial, harmful (n=2)" in text
 
 
 def test_rerun_with_rounds_is_fully_cached(full_run):
@@ -211,3 +213,18 @@ def test_known_pairs_stage_and_remedy_table_without_rl(tmp_path):
     html = write_report(tmp_path / "run").read_text()
     assert "known-better pairs" in html and "CoT + clamp" in html
     assert "known better side" in res.table()
+
+
+def test_a_larger_evaluation_reuses_every_training_stage(tmp_path):
+    """eval prompts are drawn after the training prompts: --eval full recomputes only evaluation stages."""
+    pytest.importorskip("trl")
+    store_root = tmp_path / "store"
+    small = RLAIFConfig.parse(dict(TINY, policy_opt=["best_of_n", "rloo"]))
+    run_rlaif(small, store=Store(store_root))
+    bigger = RLAIFConfig.parse(dict(TINY, policy_opt=["best_of_n", "rloo"], eval=dict(TINY["eval"], n_prompts=8)))
+    store = Store(store_root)
+    res = run_rlaif(bigger, store=store)
+    recomputed = {e.label for e in store.events if not e.cached}
+    assert recomputed and all(("evaluation" in lab or "judging" in lab or "best-of-n" in lab) for lab in recomputed), \
+        recomputed
+    assert res.summary["eval"]["n_prompts"] == 8

@@ -51,6 +51,22 @@ def warning_lines(ev: dict) -> list[str]:
     return out
 
 
+def frontier_text(by_tag: dict) -> str:
+    """The helpfulness-harmlessness frontier as a table: per tag, each policy's labeller Elo and its
+    labeller win rate against the initial policy on that tag's prompts (n in the headers)."""
+    tags = [t for t in ("ordinary", "harmful") if t in by_tag] + [t for t in by_tag if t not in TAG_AXIS]
+    names = list(by_tag[tags[0]]["elo"]["labeller"])
+    head = ["per-tag frontier (labeller)"]
+    head += [f"{TAG_AXIS.get(t, t)} Elo (n={by_tag[t]['n']})" for t in tags]
+    head += [f"win % vs initial, {t} (n={by_tag[t]['n']})" for t in tags]
+    rows = []
+    for name in names:
+        wins = [by_tag[t]["win_rates"].get(f"{name}|initial", {}).get("labeller") for t in tags]
+        rows.append([name, *[f"{by_tag[t]['elo']['labeller'].get(name, float('nan')):.0f}" for t in tags],
+                     *[_wr(w) if w else "-" for w in wins]])
+    return format_rows(head, rows) + "\n(* = the 95% CI includes 50%)"
+
+
 def rlaif_text(s: dict[str, Any]) -> str:
     """What `superalign rlaif run` prints."""
     out = [f"RLAIF: policy {s['policy']}, feedback {s['feedback_model']}, PM {s['pm_model']}, "
@@ -107,9 +123,10 @@ def rlaif_text(s: dict[str, Any]) -> str:
     out.append(f"(n = {ev['n_prompts']} prompts per comparison; * = the 95% CI includes 50%, no difference shown)")
     out.append("Elo (labeller): " + ", ".join(f"{k} {v:.0f}" for k, v in ev["elo"]["labeller"].items())
                + "; Elo (PM): " + ", ".join(f"{k} {v:.0f}" for k, v in ev["elo"]["pm"].items()))
-    for tag, t in (ev.get("by_tag") or {}).items():
-        out.append(f"Elo (labeller) on {t['n']} {tag} prompts ({TAG_AXIS.get(tag, tag)}): "
-                   + ", ".join(f"{k} {v:.0f}" for k, v in t["elo"]["labeller"].items()))
+    by_tag = ev.get("by_tag") or {}
+    if by_tag:
+        out.append("")
+        out.append(frontier_text(by_tag))
     for row in (s.get("rounds") or {}).get("rounds", []):
         wr = ", ".join(f"{n} {fmt_interval(v, pct=True)}" for n, v in row["win_rate_vs_round0"].items() if v)
         out.append(f"round {row['round']}: PM test accuracy {_f(row['pm_test']['accuracy'])} on {row['pm_test']['n']} "

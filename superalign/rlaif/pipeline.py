@@ -136,9 +136,11 @@ class RLAIFStages:
         self.cfg, self.store, self.models = cfg, store, models
         self.constitution = load_constitution(cfg.constitution)
         self.ps = load_prompt_set(cfg.prompts)
-        self.split = split_prompts(self.ps, {"eval": cfg.eval.n_prompts, "slcai": cfg.slcai.n_prompts,
-                                             "pref": cfg.preferences.n_prompts if cfg.preferences.source == "ai" else 0},
-                                   cfg.seed)
+        # eval is drawn last, so a larger evaluation (--eval full) leaves the training prompts, and with
+        # them every training stage, as they were
+        self.split = split_prompts(self.ps, {"slcai": cfg.slcai.n_prompts,
+                                             "pref": cfg.preferences.n_prompts if cfg.preferences.source == "ai" else 0,
+                                             "eval": cfg.eval.n_prompts}, cfg.seed)
         self.policy_id = model_identity(cfg.policy)
         self.base_inputs = {"policy": self.policy_id, "generation": cfg.generation.model_dump(), "seed": cfg.seed,
                             "constitution": self.constitution.as_dict()}
@@ -378,7 +380,8 @@ class RLAIFStages:
                                    "pm_accuracy_by_kind": {kd: mean_ci(pm_hits[kinds == kd], cfg.eval.n_boot).as_dict()
                                                            for kd in dict.fromkeys(kinds.tolist())}}
             lab = self.models.labeller()
-            variants = {"as configured": {}}
+            # without the remedy table: the labeller as it judges win rates (eval.judge_principles)
+            variants = {f"as judge ({cfg.eval.judge_principles} principle(s))": {"n_principles": cfg.eval.judge_principles}}
             if cfg.eval.labeller_remedies:
                 n_ens = min(cfg.eval.ensemble_principles, len(self.constitution.principles))
                 variants = {"both orderings averaged": {"both_orderings": True},
@@ -404,8 +407,8 @@ class RLAIFStages:
 
         st = self.stage("rlaif-known-pairs", {"policy": self.policy_id, "adapters": list(adapters), "pm": pm.key,
                                               "prompts": prompts, "n": n, "generation": cfg.generation.model_dump(),
-                                              "remedies": cfg.eval.labeller_remedies and
-                                              {"ensemble": cfg.eval.ensemble_principles, "v": 2},
+                                              "remedies": {"ensemble": cfg.eval.ensemble_principles, "v": 2}
+                                              if cfg.eval.labeller_remedies else {"judge": cfg.eval.judge_principles},
                                               **self.labeller_inputs,
                                               "seed": cfg.seed}, compute, "known-better pairs")
         self.summary["known_pairs"] = st.meta["result"]
