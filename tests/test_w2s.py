@@ -74,7 +74,6 @@ def test_finetune_student_regime_with_its_own_ceiling(toy_csv, tmp_path):
     assert len(ceilings) == 2  # one ceiling per student regime
 
 
-
 def test_last_k_without_prefix_cache_streams_the_frozen_blocks_and_matches_the_cache(toy_csv, tmp_path):
     student = {"regime": "last_k", "epochs": 2, "batch_size": 16, "lr": 1e-3}
     results = {}
@@ -88,6 +87,7 @@ def test_last_k_without_prefix_cache_streams_the_frozen_blocks_and_matches_the_c
     for key in ("w2s", "ceiling"):
         assert results[True][key]["value"] == pytest.approx(results[False][key]["value"], abs=0.02)
     assert results[True]["agreement"] == pytest.approx(results[False]["agreement"], abs=0.02)
+
 
 RESUME_SCRIPT = """
 import sys, json

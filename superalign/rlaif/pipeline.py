@@ -407,10 +407,10 @@ class RLAIFStages:
 
         st = self.stage("rlaif-known-pairs", {"policy": self.policy_id, "adapters": list(adapters), "pm": pm.key,
                                               "prompts": prompts, "n": n, "generation": cfg.generation.model_dump(),
-                                              "remedies": {"ensemble": cfg.eval.ensemble_principles, "v": 2}
+                                              "remedies": {"ensemble": cfg.eval.ensemble_principles}
                                               if cfg.eval.labeller_remedies else {"judge": cfg.eval.judge_principles},
                                               **self.labeller_inputs,
-                                              "seed": cfg.seed}, compute, "known-better pairs")
+                                              "seed": cfg.seed}, compute, "known-better pairs", version=2)
         self.summary["known_pairs"] = st.meta["result"]
 
     # 4. best-of-n -------------------------------------------------------------------------------

@@ -265,7 +265,7 @@ class Stages:
                 if train_cfg.prefix_cache:  # frozen blocks run once, states stored (a cached stage)
                     batcher = PrefixBatcher(encoded, tok.pad_token_id, self.prefix(cfg, start))
                 else:  # frozen blocks rerun every epoch in large batches, nothing stored
-                    batcher = StreamingPrefixBatcher(backbone.to(device), encoded, tok.pad_token_id, start,
+                    batcher = StreamingPrefixBatcher(backbone, encoded, tok.pad_token_id, start,
                                                      batch_size=cfg.features_batch_size)
                 reference = Classifier(backbone, self.task.num_classes, pooling=clf.pooling).to(device)
                 module.to(device)
