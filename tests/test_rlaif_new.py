@@ -1,5 +1,7 @@
 """DPO, iterated rounds, d-RLAIF and per-tag (helpfulness / harmlessness) Elo on tiny random models."""
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -195,15 +197,16 @@ def test_eval_full_size_and_remedies_need_known_pairs():
 def test_known_pairs_stage_and_remedy_table_without_rl(tmp_path):
     pytest.importorskip("trl")
     cfg = RLAIFConfig.parse(dict(TINY, policy_opt="best_of_n", generation={"max_new_tokens": 16, "batch_size": 16},
-                                 feedback={"model": "tiny-llama", "n_principles": 1, "cot_max_new_tokens": 4},
-                                 eval=dict(TINY["eval"], known_pairs=20, labeller_remedies=True)))
+                                 feedback={"model": "tiny-llama", "n_principles": 1},
+                                 eval=dict(TINY["eval"], known_pairs=20, labeller_remedies=True, cot_max_new_tokens=4)))
     res = run_rlaif(cfg, out_dir=tmp_path / "run", store=Store(tmp_path / "store"))
     kp = res.summary["known_pairs"]
     assert 0 < kp["n"] <= 20 and 0 <= kp["pm_accuracy"]["value"] <= 1
     variants = [r["variant"] for r in kp["labeller"]]
-    assert variants[:3] == ["one ordering", "both orderings averaged", "CoT + clamp [0.4, 0.6]"]
-    assert variants[3].startswith("ensemble of ")
-    one, both = kp["labeller"][0], kp["labeller"][1]
+    assert variants[0].startswith("as judge (")
+    assert variants[1:4] == ["one ordering", "both orderings averaged", "CoT + clamp [0.4, 0.6]"]
+    assert variants[4].startswith("ensemble of ") and len(variants) == 5
+    one, both = kp["labeller"][1], kp["labeller"][2]
     # one ordering is the first ordering of the same evaluations: the flips it would suffer are the measured ones
     assert one["order_consistency"] == both["order_consistency"] and 0 <= both["order_consistency"] <= 1
     assert all(r["n"] == kp["n"] for r in kp["labeller"])
@@ -213,6 +216,15 @@ def test_known_pairs_stage_and_remedy_table_without_rl(tmp_path):
     html = write_report(tmp_path / "run").read_text()
     assert "known-better pairs" in html and "CoT + clamp" in html
     assert "known better side" in res.table()
+    # each remedy is its own stage: losing one (e.g. a run stopped inside the long CoT one) recomputes only it
+    store = Store(tmp_path / "store")
+    cot = [d for d in (tmp_path / "store" / "rlaif-labeller-remedy").iterdir()
+           if d.is_dir() and "CoT" in (d / "meta.json").read_text()]
+    assert len(cot) == 1
+    shutil.rmtree(cot[0])
+    again = run_rlaif(cfg, store=store)
+    assert [e.label for e in store.events if not e.cached] == ["labeller remedy: CoT + clamp [0.4, 0.6]"]
+    assert again.summary["known_pairs"]["labeller"] == kp["labeller"]
 
 
 def test_a_larger_evaluation_reuses_every_training_stage(tmp_path):

@@ -71,6 +71,8 @@ class EvalConfig(BaseModel):
                                     "for one ordering, both orderings, CoT + clamping and a principle ensemble")
     ensemble_principles: int = Field(4, ge=2, description="principles the remedy table's principle ensemble "
                                      "averages per pair (capped at the constitution's size)")
+    cot_max_new_tokens: int = Field(32, ge=1, description="reasoning tokens per comparison in the remedy table's "
+                                    "CoT + clamp row")
     size: Literal["default", "full"] = Field(
         "default", description="full: at least 100 win-rate prompts, 240 known pairs and the remedy table "
                                "(time not measured on the offline models)")

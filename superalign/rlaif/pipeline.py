@@ -379,39 +379,69 @@ class RLAIFStages:
                                    "pm_accuracy": mean_ci(pm_hits, cfg.eval.n_boot).as_dict(),
                                    "pm_accuracy_by_kind": {kd: mean_ci(pm_hits[kinds == kd], cfg.eval.n_boot).as_dict()
                                                            for kd in dict.fromkeys(kinds.tolist())}}
-            lab = self.models.labeller()
-            # without the remedy table: the labeller as it judges win rates (eval.judge_principles)
-            variants = {f"as judge ({cfg.eval.judge_principles} principle(s))": {"n_principles": cfg.eval.judge_principles}}
-            if cfg.eval.labeller_remedies:
-                n_ens = min(cfg.eval.ensemble_principles, len(self.constitution.principles))
-                variants = {"both orderings averaged": {"both_orderings": True},
-                            "CoT + clamp [0.4, 0.6]": {"both_orderings": True, "cot": True, "clamp": (0.4, 0.6)},
-                            f"ensemble of {n_ens} principles": {"both_orderings": True, "n_principles": n_ens}}
-            base_cfg, table = lab.cfg, []
-
-            def row(name: str, fb, p_first: np.ndarray) -> dict:
-                hits = np.where(p_first == 0.5, 0.5, (p_first > 0.5) == a_better)
-                return {"variant": name, **fb.summary(), "agreement": mean_ci(hits, cfg.eval.n_boot).as_dict()}
-
-            for name, upd in variants.items():
-                lab.cfg = base_cfg.model_copy(update=upd)
-                fb = lab.label(ps, xa, xb, seed=cfg.seed)
-                if name == "both orderings averaged":  # one ordering: the first of the same evaluations
-                    one = row("one ordering", fb, fb.p_a[:, 0, :].mean(1))
-                    one["position_bias"] = float(fb.p_a[:, 0].mean() - 0.5)
-                    table.append(one)
-                table.append(row(name, fb, fb.p_first))
-            lab.cfg = base_cfg
-            res["labeller"] = table
+            # the labeller as it judges win rates (eval.judge_principles); the remedies are stages of their own
+            res["labeller"] = [self._labeller_row(f"as judge ({cfg.eval.judge_principles} principle(s))",
+                                                  {"n_principles": cfg.eval.judge_principles}, rows)]
             return res
 
         st = self.stage("rlaif-known-pairs", {"policy": self.policy_id, "adapters": list(adapters), "pm": pm.key,
                                               "prompts": prompts, "n": n, "generation": cfg.generation.model_dump(),
-                                              "remedies": {"ensemble": cfg.eval.ensemble_principles}
-                                              if cfg.eval.labeller_remedies else {"judge": cfg.eval.judge_principles},
+                                              "remedies": {"judge": cfg.eval.judge_principles},
                                               **self.labeller_inputs,
                                               "seed": cfg.seed}, compute, "known-better pairs", version=2)
-        self.summary["known_pairs"] = st.meta["result"]
+        result = dict(st.meta["result"])
+        if cfg.eval.labeller_remedies:
+            result["labeller"] = result["labeller"] + self.labeller_remedies(st)
+        self.summary["known_pairs"] = result
+
+    def _labeller_row(self, name: str, update: dict, rows: list[dict]) -> list[dict] | dict:
+        """Agreement with the known better side and order consistency of the labeller with ``update``
+        applied to its config; for ``both_orderings`` variants named "both orderings averaged" also the
+        one-ordering row read from the same evaluations (a list of two rows then)."""
+        cfg = self.cfg
+        a_better = np.array([r["a_better"] for r in rows], dtype=bool)
+        lab = self.models.labeller()
+        base = lab.cfg
+        lab.cfg = base.model_copy(update=update)
+        try:
+            fb = lab.label([r["prompt"] for r in rows], [r["a"] for r in rows], [r["b"] for r in rows], seed=cfg.seed)
+        finally:
+            lab.cfg = base
+
+        def row(label: str, p_first: np.ndarray) -> dict:
+            hits = np.where(p_first == 0.5, 0.5, (p_first > 0.5) == a_better)
+            return {"variant": label, **fb.summary(), "agreement": mean_ci(hits, cfg.eval.n_boot).as_dict()}
+
+        if name == "both orderings averaged":  # one ordering: the first of the same evaluations
+            one = row("one ordering", fb.p_a[:, 0, :].mean(1))
+            one["position_bias"] = float(fb.p_a[:, 0].mean() - 0.5)
+            return [one, row(name, fb.p_first)]
+        return row(name, fb.p_first)
+
+    def labeller_remedies(self, known: Stage) -> list[dict]:
+        """The remedy table on the known-better pairs, one cached stage per remedy (the CoT one is long,
+        and an interrupted run keeps the remedies already measured): one ordering and both orderings
+        averaged (from one set of evaluations), CoT + clamping, and the principle ensemble."""
+        cfg = self.cfg
+        rows = read_jsonl(known.file("pairs.jsonl"))
+        n_ens = min(cfg.eval.ensemble_principles, len(self.constitution.principles))
+        variants = {"both orderings averaged": {"both_orderings": True},
+                    "CoT + clamp [0.4, 0.6]": {"both_orderings": True, "cot": True, "clamp": (0.4, 0.6),
+                                               "cot_max_new_tokens": cfg.eval.cot_max_new_tokens},
+                    f"ensemble of {n_ens} principles": {"both_orderings": True, "n_principles": n_ens}}
+        table: list[dict] = []
+        for name, update in variants.items():
+            def compute(tmp: Path, name=name, update=update) -> dict:
+                got = self._labeller_row(name, update, rows)
+                return {"rows": got if isinstance(got, list) else [got]}
+
+            st = self.stage("rlaif-labeller-remedy", {"pairs": known.key, "variant": name,
+                                                      "update": {k: list(v) if isinstance(v, tuple) else v
+                                                                 for k, v in update.items()},
+                                                      **self.labeller_inputs, "seed": cfg.seed},
+                            compute, f"labeller remedy: {name}")
+            table += st.meta["result"]["rows"]
+        return table
 
     # 4. best-of-n -------------------------------------------------------------------------------
     def best_of_n(self, pm: TrainedPM, adapters: tuple[str, ...]) -> Stage:
