@@ -294,7 +294,7 @@ def rlaif_run(
     eval_size: Optional[str] = typer.Option(None, "--eval", help="evaluation size: 'default' (the config's), or "
                                             "'full' (at least 100 win-rate prompts, 240 pairs with a known better "
                                             "side, the labeller remedy table; same as --set eval.size=full; "
-                                            "reuses every other stage of a default run)"),
+                                            "reuses every other stage of a default run; ~24 min on top of it offline)"),
     report: bool = typer.Option(True, help="write RUN_DIR/report.html"),
     verbose: bool = typer.Option(False, "-v", "--verbose"),
 ) -> None:

@@ -75,7 +75,7 @@ class EvalConfig(BaseModel):
                                     "CoT + clamp row")
     size: Literal["default", "full"] = Field(
         "default", description="full: at least 100 win-rate prompts, 240 known pairs and the remedy table "
-                               "(time not measured on the offline models)")
+                               "(on the offline models about 24 min on top of the default run's store)")
 
     @model_validator(mode="after")
     def _full(self) -> "EvalConfig":
