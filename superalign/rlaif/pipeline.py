@@ -380,8 +380,8 @@ class RLAIFStages:
                                    "pm_accuracy_by_kind": {kd: mean_ci(pm_hits[kinds == kd], cfg.eval.n_boot).as_dict()
                                                            for kd in dict.fromkeys(kinds.tolist())}}
             # the labeller as it judges win rates (eval.judge_principles); the remedies are stages of their own
-            res["labeller"] = [self._labeller_row(f"as judge ({cfg.eval.judge_principles} principle(s))",
-                                                  {"n_principles": cfg.eval.judge_principles}, rows)]
+            res["labeller"] = self._labeller_rows(f"as judge ({cfg.eval.judge_principles} principle(s))",
+                                                  {"n_principles": cfg.eval.judge_principles}, rows)
             return res
 
         st = self.stage("rlaif-known-pairs", {"policy": self.policy_id, "adapters": list(adapters), "pm": pm.key,
@@ -394,10 +394,10 @@ class RLAIFStages:
             result["labeller"] = result["labeller"] + self.labeller_remedies(st)
         self.summary["known_pairs"] = result
 
-    def _labeller_row(self, name: str, update: dict, rows: list[dict]) -> list[dict] | dict:
+    def _labeller_rows(self, name: str, update: dict, rows: list[dict], one_ordering: bool = False) -> list[dict]:
         """Agreement with the known better side and order consistency of the labeller with ``update``
-        applied to its config; for ``both_orderings`` variants named "both orderings averaged" also the
-        one-ordering row read from the same evaluations (a list of two rows then)."""
+        applied to its config; with ``one_ordering`` (a both-orderings variant) first the row of the
+        first ordering alone, read from the same evaluations."""
         cfg = self.cfg
         a_better = np.array([r["a_better"] for r in rows], dtype=bool)
         lab = self.models.labeller()
@@ -412,11 +412,12 @@ class RLAIFStages:
             hits = np.where(p_first == 0.5, 0.5, (p_first > 0.5) == a_better)
             return {"variant": label, **fb.summary(), "agreement": mean_ci(hits, cfg.eval.n_boot).as_dict()}
 
-        if name == "both orderings averaged":  # one ordering: the first of the same evaluations
+        table = [row(name, fb.p_first)]
+        if one_ordering:
             one = row("one ordering", fb.p_a[:, 0, :].mean(1))
             one["position_bias"] = float(fb.p_a[:, 0].mean() - 0.5)
-            return [one, row(name, fb.p_first)]
-        return row(name, fb.p_first)
+            table.insert(0, one)
+        return table
 
     def labeller_remedies(self, known: Stage) -> list[dict]:
         """The remedy table on the known-better pairs, one cached stage per remedy (the CoT one is long,
@@ -425,19 +426,17 @@ class RLAIFStages:
         cfg = self.cfg
         rows = read_jsonl(known.file("pairs.jsonl"))
         n_ens = min(cfg.eval.ensemble_principles, len(self.constitution.principles))
-        variants = {"both orderings averaged": {"both_orderings": True},
+        both = "both orderings averaged"
+        variants = {both: {"both_orderings": True},
                     "CoT + clamp [0.4, 0.6]": {"both_orderings": True, "cot": True, "clamp": (0.4, 0.6),
                                                "cot_max_new_tokens": cfg.eval.cot_max_new_tokens},
                     f"ensemble of {n_ens} principles": {"both_orderings": True, "n_principles": n_ens}}
         table: list[dict] = []
         for name, update in variants.items():
             def compute(tmp: Path, name=name, update=update) -> dict:
-                got = self._labeller_row(name, update, rows)
-                return {"rows": got if isinstance(got, list) else [got]}
+                return {"rows": self._labeller_rows(name, update, rows, one_ordering=name == both)}
 
-            st = self.stage("rlaif-labeller-remedy", {"pairs": known.key, "variant": name,
-                                                      "update": {k: list(v) if isinstance(v, tuple) else v
-                                                                 for k, v in update.items()},
+            st = self.stage("rlaif-labeller-remedy", {"pairs": known.key, "variant": name, "update": update,
                                                       **self.labeller_inputs, "seed": cfg.seed},
                             compute, f"labeller remedy: {name}")
             table += st.meta["result"]["rows"]
