@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from superalign.models.classifier import INFERENCE_TOKENS, collate, encode, length_batches, pool
+from superalign.models.packing import can_pack, packed_batches, packed_forward
 
 
 @torch.inference_mode()
@@ -28,10 +29,15 @@ def extract_features(
     desc: str = "features",
     device: torch.device | str | None = None,
     max_tokens: int | None = INFERENCE_TOKENS,
+    packing: bool = True,
+    share_prefix: bool = True,
 ) -> dict[int, np.ndarray]:
     """Return ``{layer: (N, D) float32}`` in the order of ``texts``.
 
-    Batches hold texts of similar length, so short texts are not padded to the longest one, and
+    With ``packing`` and a model that passes :func:`~superalign.models.packing.supports_packing`
+    (decoders), texts go padding-free, several to a row (:mod:`superalign.models.packing`), with the
+    prefix all texts share computed once per row (``share_prefix``).
+    Otherwise batches hold texts of similar length, so short texts are not padded to the longest one, and
     at least ``batch_size`` texts, more while the padded batch stays within ``max_tokens`` tokens
     (``None``: exactly ``batch_size``).
     """
@@ -42,6 +48,17 @@ def extract_features(
     device = device or next(model.parameters()).device
     model.to(device)
     with tqdm(total=len(texts), desc=desc, unit="ex", leave=False) as bar:
+        if packing and can_pack(model, enc.ids):
+            for batch in packed_batches(enc.ids, tokenizer.pad_token_id, share_prefix=share_prefix):
+                res = packed_forward(model, batch, output_hidden_states=want_all)
+                for layer in layers:
+                    hidden = res.hidden_states[layer] if want_all else res.last_hidden_state
+                    feats = batch.gather(hidden.float().cpu(), pooling).numpy()
+                    if layer not in out:
+                        out[layer] = np.zeros((len(texts), feats.shape[1]), dtype=np.float32)
+                    out[layer][batch.examples] = feats
+                bar.update(len(batch.examples))
+            return out
         for idx in length_batches(lengths, batch_size, max_tokens):
             ids, mask = collate([enc.ids[i] for i in idx], tokenizer.pad_token_id)
             ids, mask = ids.to(device), mask.to(device)

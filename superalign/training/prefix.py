@@ -10,16 +10,22 @@ architecture whose blocks return a tensor; :func:`check_equivalence` verifies th
 
 from __future__ import annotations
 
+import logging
+import sys
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from superalign.models.classifier import INFERENCE_TOKENS, Classifier, Encoded, collate, length_batches
+from superalign.models.packing import can_pack, packed_batches, packed_forward
 from superalign.training.regimes import transformer_blocks
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,11 +46,14 @@ class _Stop(Exception):
 @torch.inference_mode()
 def compute_prefix_states(backbone: nn.Module, encoded: Encoded, pad_id: int, start: int, batch_size: int = 32,
                           desc: str = "prefix states", device: torch.device | str | None = None,
-                          max_tokens: int | None = INFERENCE_TOKENS) -> PrefixStates:
-    """Hidden states at the input of block ``start`` for every example (right-padded batches).
+                          max_tokens: int | None = INFERENCE_TOKENS, packing: bool = True,
+                          share_prefix: bool = True) -> PrefixStates:
+    """Hidden states at the input of block ``start`` for every example.
 
     Only blocks ``[0, start)`` run: a pre-hook on block ``start`` takes its input and stops the
-    forward. Batches are length-sorted, at least ``batch_size`` rows and more while the padded batch
+    forward. With ``packing`` and a model that passes :func:`~superalign.models.packing.supports_packing`
+    (decoders), texts go padding-free, several to a row, in forwards of ``PACKED_TOKENS`` tokens, and
+    (``share_prefix``) the prefix every text shares is computed once per row; otherwise batches are length-sorted, at least ``batch_size`` rows and more while the padded batch
     stays within ``max_tokens`` tokens.
     """
     device = device or next(backbone.parameters()).device
@@ -58,8 +67,24 @@ def compute_prefix_states(backbone: nn.Module, encoded: Encoded, pad_id: int, st
         captured.append(args[0] if args else kwargs["hidden_states"])
         raise _Stop
 
+    packing = packing and can_pack(backbone, encoded.ids)  # (before the hook: the check runs a full forward)
     handle = blocks[start].register_forward_pre_hook(grab, with_kwargs=True) if start < len(blocks) else None
     try:
+        if packing:
+            for batch in tqdm(list(packed_batches(encoded.ids, pad_id, share_prefix=share_prefix)), desc=desc,
+                              leave=False):
+                captured.clear()
+                try:
+                    hidden = packed_forward(backbone, batch, output_hidden_states=True).hidden_states[start]
+                except _Stop:
+                    hidden = captured[0]
+                tokens = hidden.reshape(-1, hidden.shape[-1])[batch.token_index().to(hidden.device)]
+                if flat is None:
+                    flat = np.zeros((int(offsets[-1]), tokens.shape[-1]), dtype=np.float32)
+                rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in batch.examples])
+                flat[rows] = tokens.float().cpu().numpy()
+            assert flat is not None
+            return PrefixStates(flat, offsets)
         for idx in tqdm(list(length_batches(lengths, batch_size, max_tokens)), desc=desc, leave=False):
             ids, mask = collate([encoded.ids[i] for i in idx], pad_id)
             captured.clear()
@@ -98,28 +123,119 @@ class _Pass(nn.Module):
         return hidden_states
 
 
+class _LastToken:
+    """The final block of a decoder computed for each row's last real token only.
+
+    With last-token pooling nothing reads the final block's output at other positions, so only its
+    keys and values need every position: queries, the attention output, the MLP and the norms run
+    on one token per row (~1/mean-length of the block's work, forward and backward). Written for
+    the Llama-style layout that most decoders share (``input_layernorm``, ``self_attn.{q,k,v,o}_proj``
+    with optional ``q_norm``/``k_norm``, ``post_attention_layernorm``, ``mlp``; Gemma's extra
+    ``pre_/post_feedforward_layernorm``), with the layer's own rotary function. The first call
+    compares it with the block's own forward on that batch; a layer that does not fit (an error, or
+    a difference) keeps its own forward from then on. Installed as the block's ``forward`` (an
+    instance attribute), so parameter names do not change.
+    """
+
+    def __init__(self, block: nn.Module, holder: "PrefixClassifier"):
+        self.block, self.holder = block, holder
+        self.checked: bool | None = None  # None: not yet compared; then whether it matched
+        self.max_diff: float | None = None
+
+    def __call__(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        mask = self.holder.mask2d
+        if self.checked is False or mask is None or kwargs.get("position_embeddings") is None:
+            return self.full(hidden_states, *args, **kwargs)
+        if self.checked is None:
+            try:
+                out = self._forward(hidden_states, mask, kwargs["position_embeddings"])
+                with torch.no_grad():
+                    ref = self.full(hidden_states, *args, **kwargs)
+                rows = torch.arange(ref.shape[0], device=ref.device)
+                last = mask.long().sum(1).clamp_min(1) - 1
+                want = ref[rows, last].float()
+                self.max_diff = float((out[rows, last].detach().float() - want).abs().max())
+                self.checked = self.max_diff <= 1e-3 * float(want.abs().max()) + 1e-5
+            except Exception as err:  # noqa: BLE001 - a layer of another layout: keep its own forward
+                log.info("last-token final block not used for %s: %s", type(self.block).__name__, err)
+                self.checked = False
+            if not self.checked:
+                log.info("last-token final block differs from %s by %s; using the full block",
+                         type(self.block).__name__, self.max_diff)
+                return self.full(hidden_states, *args, **kwargs)
+            return out
+        return self._forward(hidden_states, mask, kwargs["position_embeddings"])
+
+    def full(self, *args, **kwargs) -> torch.Tensor:
+        """The block's own forward."""
+        return type(self.block).forward(self.block, *args, **kwargs)
+
+    def _forward(self, hidden: torch.Tensor, mask: torch.Tensor, position_embeddings) -> torch.Tensor:
+        block, attn = self.block, self.block.self_attn
+        if getattr(attn, "attn_logit_softcapping", None) or (attn.training and getattr(attn, "attention_dropout", 0)):
+            raise NotImplementedError("attention logit soft-capping or dropout")
+        rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
+        b, t, _ = hidden.shape
+        hd = attn.head_dim
+        rows = torch.arange(b, device=hidden.device)
+        last = mask.long().sum(1).clamp_min(1) - 1
+        x = block.input_layernorm(hidden)
+        q = attn.q_proj(x[rows, last][:, None]).view(b, 1, -1, hd).transpose(1, 2)
+        k = attn.k_proj(x).view(b, t, -1, hd).transpose(1, 2)
+        v = attn.v_proj(x).view(b, t, -1, hd).transpose(1, 2)
+        if hasattr(attn, "q_norm"):
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        cos, sin = (e.expand(b, -1, -1) for e in position_embeddings)
+        q, _ = rope(q, q, cos[rows, last][:, None], sin[rows, last][:, None])
+        _, k = rope(k, k, cos, sin)
+        pos = torch.arange(t, device=hidden.device)
+        allowed = pos[None, :] <= last[:, None]  # causal for the last query (right padding)
+        window = getattr(attn, "sliding_window", None)
+        if window:
+            allowed &= last[:, None] - pos[None, :] < window
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None, None, :], scale=attn.scaling,
+                                           enable_gqa=q.shape[1] != k.shape[1])
+        o = attn.o_proj(o.transpose(1, 2).reshape(b, 1, -1))
+        h = hidden[rows, last][:, None]
+        if hasattr(block, "pre_feedforward_layernorm"):  # Gemma: norms after attention and MLP too
+            h = h + block.post_attention_layernorm(o)
+            out = h + block.post_feedforward_layernorm(block.mlp(block.pre_feedforward_layernorm(h)))
+        else:
+            h = h + o
+            out = h + block.mlp(block.post_attention_layernorm(h))
+        return torch.zeros_like(hidden).index_put((rows, last), out[:, 0].to(hidden.dtype))
+
+
 class PrefixClassifier(nn.Module):
     """A :class:`Classifier` whose frozen blocks ``[0, start)`` are replaced by cached states.
 
     ``forward(input_ids, attention_mask, prefix_states)``: the states are (B, T, D), right-padded.
+    With ``last_token`` (default) and last-token pooling of the final layer, the final block runs
+    for each row's last token only (:class:`_LastToken`; exact, checked on the first batch): the
+    hidden states at other positions of the final layer are then zeros, not the model's.
     """
 
-    def __init__(self, classifier: Classifier, start: int):
+    def __init__(self, classifier: Classifier, start: int, last_token: bool = True):
         super().__init__()
         self.classifier = classifier
         self.start = start
         self.injected: torch.Tensor | None = None
+        self.mask2d: torch.Tensor | None = None
         blocks = transformer_blocks(classifier.backbone)
         blocks[0] = _Emit(self)
         for i in range(1, start):
             blocks[i] = _Pass()
+        self.last_token: _LastToken | None = None
+        if last_token and start < len(blocks) and classifier.pooling == "last" and classifier.layer == -1:
+            self.last_token = _LastToken(blocks[-1], self)
+            blocks[-1].forward = self.last_token
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        self.injected = states
+        self.injected, self.mask2d = states, attention_mask
         try:
             return self.classifier(input_ids, attention_mask)
         finally:
-            self.injected = None
+            self.injected = self.mask2d = None
 
 
 @dataclass
@@ -156,11 +272,11 @@ def check_equivalence(reference: Classifier, prefixed: PrefixClassifier, batcher
     was = reference.training, prefixed.training
     reference.eval()
     prefixed.eval()
-    prefixed.injected = states
+    prefixed.injected, prefixed.mask2d = states, mask
     try:
         diff = (reference.features(ids, mask) - prefixed.classifier.features(ids, mask)).abs().max().item()
     finally:
-        prefixed.injected = None
+        prefixed.injected = prefixed.mask2d = None
         reference.train(was[0])
         prefixed.train(was[1])
     if diff > atol:
@@ -175,16 +291,19 @@ class StreamingPrefixBatcher:
     For last-k training without a stored cache (``prefix_cache: false``-style memory use): ``fit``
     announces each epoch's batches through :meth:`plan`; when a batch is asked for, the frozen blocks
     run once over the examples of it and the next ``chunk - 1`` planned batches, in length-sorted,
-    token-budgeted batches (large matrix products), and only those states are kept. The frozen
+    token-budgeted batches (large matrix products; packed for decoders, see
+    :func:`compute_prefix_states`), and only those states are kept. The frozen
     forward still runs for every example in every epoch, as with a plain full forward; the trained
     blocks see the same numbers (up to float rounding). Pair it with :class:`PrefixClassifier`.
     Batches not in the plan (validation, prediction) get their states computed for them alone.
     """
 
     def __init__(self, backbone: nn.Module, encoded: Encoded, pad_id: int, start: int, chunk: int = 16,
-                 batch_size: int = 32, max_tokens: int | None = INFERENCE_TOKENS):
+                 batch_size: int = 32, max_tokens: int | None = INFERENCE_TOKENS, packing: bool = True,
+                 share_prefix: bool = True):
         self.backbone, self.encoded, self.pad_id, self.start = backbone, encoded, pad_id, start
         self.chunk, self.batch_size, self.max_tokens = chunk, batch_size, max_tokens
+        self.packing, self.share_prefix = packing, share_prefix
         self._plan: list[np.ndarray] = []
         self._where: dict[tuple[int, int], int] = {}
         self._states: dict[int, np.ndarray] = {}
@@ -201,7 +320,8 @@ class StreamingPrefixBatcher:
         was = self.backbone.training
         self.backbone.eval()
         states = compute_prefix_states(self.backbone, sub, self.pad_id, self.start, self.batch_size,
-                                       desc="prefix chunk", max_tokens=self.max_tokens)
+                                       desc="prefix chunk", max_tokens=self.max_tokens, packing=self.packing,
+                                       share_prefix=self.share_prefix)
         self.backbone.train(was)
         self.frozen_passes += len(examples)
         self._states = {int(i): states.get(j) for j, i in enumerate(examples)}
