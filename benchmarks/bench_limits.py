@@ -14,14 +14,20 @@ For each zoo model the script measures
      to end;
 
 and prints, per workload, the achieved FLOP/s as a fraction of the peak, with the padding waste
-(padded tokens / real tokens) of the batches it ran beside it. FLOPs are counted on real tokens:
+(padded slots / token positions run) of the batches it ran beside it. FLOPs are counted on the
+token positions each pass computes, padding excluded:
 
   forward  = 2 * N * tokens                  (N = parameters of the transformer blocks' linear layers;
   training = 6 * N_trained * tokens           embeddings are look-ups, norms/attention scores are
            + 2 * N_frozen  * tokens           left out: at <= 32 tokens per text they are < 2% here)
 
-so padding, Python overhead, optimizer steps (for full fine-tuning the optimizer also updates the
-embedding matrix, which these FLOPs do not count) and small matrices all show as a lower ratio.
+Packed inference (``superalign.models.packing``: decoders, several texts per row, a prefix all texts
+share computed once per row) runs fewer positions than the texts have; the ``run/text`` column
+gives positions run per text token (1.000 without packing), so ex/s is the user-visible speed and
+GFLOP/s the machine's. In the last-k rows on prefix states the final block runs queries, MLP and
+norms on each text's last token only (keys/values on every token), and is counted so. Padding,
+Python overhead, optimizer steps (for full fine-tuning the optimizer also updates the embedding
+matrix, which these FLOPs do not count) and small matrices all show as a lower ratio.
 
 Usage:
 
@@ -123,6 +129,7 @@ def main() -> None:
     from superalign.models import load_backbone
     from superalign.models.classifier import INFERENCE_TOKENS, encode, length_batches, padding_waste, resolve_pooling
     from superalign.models.features import extract_features
+    from superalign.models.packing import can_pack, packed_batches
     from superalign.training import TokenBatcher, TrainConfig, build_classifier, fit
     from superalign.training.prefix import (
         PrefixBatcher,
@@ -171,11 +178,34 @@ def main() -> None:
               f"GEMM peak {peak:.1f} GFLOP/s at M={args.peak_m}, {peak_small:.1f} at M={m_train} "
               f"(one training batch); {str(other).split('.')[-1]} at M={args.peak_m}: {peak_other:.1f}")
 
-        def record(workload: str, seconds: float, flops: float, waste: float, examples: int) -> None:
+        def record(workload: str, seconds: float, flops: float, waste: float, examples: int,
+                   run_per_text: float = 1.0) -> None:
             achieved = flops / seconds / 1e9
             rows.append({"model": name, "workload": workload, "seconds": seconds, "examples_per_s": examples / seconds,
                          "gflops": achieved, "peak_gflops": peak, "fraction_of_peak": achieved / peak,
-                         "padding_waste": waste, "peak_gflops_train_m": peak_small, "attention": attn})
+                         "padding_waste": waste, "run_per_text": run_per_text, "peak_gflops_train_m": peak_small,
+                         "attention": attn})
+
+        def inference_positions(ids) -> tuple[int, int]:
+            """(padded slots, token positions) an inference pass over ``ids`` runs, batched as the library does."""
+            if can_pack(backbone, ids):
+                batches = list(packed_batches(ids, tok.pad_token_id))
+                return (sum(b.input_ids.numel() for b in batches),
+                        sum(b.input_ids.shape[0] * b.prefix + int(b.length.sum()) for b in batches))
+            lens = np.array([len(x) for x in ids])
+            batches = list(length_batches(lens, args.batch_size, INFERENCE_TOKENS))
+            return sum(len(b) * int(lens[b].max()) for b in batches), int(lens.sum())
+
+        def prefix_training_flops(pre, lt: np.ndarray, frozen_positions: int) -> float:
+            """FLOPs of last-k on prefix states: frozen blocks on the positions run, trained ones per token,
+            the final block's non-key/value linears on one token per text when it runs last-token only."""
+            flops = 2 * (n_body - n_trained) * frozen_positions + 6 * n_trained * lt.sum()
+            if pre.last_token is not None and pre.last_token.checked:
+                attn_ = blocks[-1].self_attn
+                n_kv = n_params([attn_.k_proj, attn_.v_proj])
+                n_last = n_params([m for m in blocks[-1].modules() if isinstance(m, nn.Linear)])
+                flops -= 6 * (n_last - n_kv) * (lt.sum() - len(lt))
+            return flops
 
         # feature extraction -------------------------------------------------------------------
         sub = texts[: args.n]
@@ -189,8 +219,8 @@ def main() -> None:
                              max_length=args.max_length, batch_size=args.batch_size)
             sync(dev)
         s = time.perf_counter() - t
-        waste = padding_waste(lens, list(length_batches(lens, args.batch_size, INFERENCE_TOKENS)))
-        record("features", s, 2 * n_body * lens.sum(), waste, len(sub))
+        slots, run = inference_positions(encode(tok, sub, args.max_length).ids)
+        record("features", s, 2 * n_body * run, slots / run, len(sub), run / lens.sum())
 
         # last-k fine-tuning, whole model every step --------------------------------------------
         n = args.train_n
@@ -221,8 +251,9 @@ def main() -> None:
                 idx, onehot[:n], cfg, seed=0, desc="streamed")
         sync(dev)
         s = time.perf_counter() - t
-        record(f"last-{args.last_k} no cache (streamed)", s, (2 * (n_body - n_trained) + 6 * n_trained) * lt.sum(),
-               waste_train, n)
+        _, run = inference_positions(sub_enc.ids)  # (each epoch's chunks pack alike; at --train-n <= 512 one chunk)
+        record(f"last-{args.last_k} no cache (streamed)", s, prefix_training_flops(pre, lt, run), waste_train, n,
+               run / lt.sum())
         del clf, pre
 
         # last-k on cached prefix states (cache pass included) -----------------------------------
@@ -235,8 +266,8 @@ def main() -> None:
         fit(pre, PrefixBatcher(sub_enc, tok.pad_token_id, states), idx, onehot[:n], cfg, seed=0, desc="prefix")
         sync(dev)
         s = time.perf_counter() - t
-        record(f"last-{args.last_k} + prefix cache", s, (2 * (n_body - n_trained) + 6 * n_trained) * lt.sum(),
-               waste_train, n)
+        record(f"last-{args.last_k} + prefix cache", s, prefix_training_flops(pre, lt, run), waste_train, n,
+               run / lt.sum())
         del clf, pre, states
 
         # full fine-tuning ----------------------------------------------------------------------
@@ -253,11 +284,14 @@ def main() -> None:
         record("full fine-tune", s, 6 * n_body * lf.sum(), padding_waste(lf, epoch_batches(n, args.batch_size, 0, 0, lf)), n)
         del full, backbone
 
-    print(f"\n{'model':14s} {'workload':28s} {'ex/s':>8s} {'GFLOP/s':>8s} {'peak':>7s} {'of peak':>8s} {'padding':>8s}")
+    print(f"\n{'model':14s} {'workload':28s} {'ex/s':>8s} {'GFLOP/s':>8s} {'peak':>7s} {'of peak':>8s} {'padding':>8s}"
+          f" {'run/text':>9s}")
     for r in rows:
         print(f"{r['model']:14s} {r['workload']:28s} {r['examples_per_s']:8.1f} {r['gflops']:8.1f} "
-              f"{r['peak_gflops']:7.1f} {100 * r['fraction_of_peak']:7.1f}% {r['padding_waste']:8.3f}")
-    print("(peak: FLOP-weighted fp32/bf16 GEMM rate at the model's block shapes; padding: padded / real tokens)")
+              f"{r['peak_gflops']:7.1f} {100 * r['fraction_of_peak']:7.1f}% {r['padding_waste']:8.3f}"
+              f" {r['run_per_text']:9.3f}")
+    print("(peak: FLOP-weighted fp32/bf16 GEMM rate at the model's block shapes; GFLOP/s on the token positions run;\n"
+          " padding: padded slots / positions run; run/text: positions the inference pass ran per text token)")
     out = Path(args.out) if args.out else (Path(__file__).parent / "results" /
                                            f"limits-{dev}-{dt.date.today().isoformat()}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

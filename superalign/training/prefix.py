@@ -53,8 +53,9 @@ def compute_prefix_states(backbone: nn.Module, encoded: Encoded, pad_id: int, st
     Only blocks ``[0, start)`` run: a pre-hook on block ``start`` takes its input and stops the
     forward. With ``packing`` and a model that passes :func:`~superalign.models.packing.supports_packing`
     (decoders), texts go padding-free, several to a row, in forwards of ``PACKED_TOKENS`` tokens, and
-    (``share_prefix``) the prefix every text shares is computed once per row; otherwise batches are length-sorted, at least ``batch_size`` rows and more while the padded batch
-    stays within ``max_tokens`` tokens.
+    (``share_prefix``) the prefix every text shares is computed once per row; otherwise batches are
+    length-sorted, at least ``batch_size`` rows and more while the padded batch stays within
+    ``max_tokens`` tokens.
     """
     device = device or next(backbone.parameters()).device
     lengths = encoded.lengths()
