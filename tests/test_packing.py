@@ -112,3 +112,16 @@ def test_last_token_falls_back_to_the_full_block_when_the_layer_does_not_fit():
     (_, res_full, p_full), (last, res_last, p_last) = _last_k_runs(break_layout=True)
     assert last.last_token.checked is False
     np.testing.assert_allclose(p_last, p_full, atol=1e-5)
+
+
+def test_a_shared_prompt_is_computed_once_per_row_not_once_per_text():
+    _, tok, _ = load_backbone("tiny-llama")
+    ids = encode(tok, PROMPTED, 48).ids
+    batches = list(packed_batches(ids, tok.pad_token_id))
+    run = sum(b.input_ids.shape[0] * b.prefix + int(b.length.sum()) for b in batches)
+    rows = sum(b.input_ids.shape[0] for b in batches)
+    total = sum(len(x) for x in ids)
+    prefix = batches[0].prefix
+    assert run == total - (len(ids) - rows) * prefix  # each row holds the prompt once
+    assert run < 0.8 * total  # (rows of 32 tokens hold one or two texts after the 12-token prompt)
+    assert sorted(int(i) for b in batches for i in b.examples) == list(range(len(ids)))
