@@ -11,7 +11,7 @@ For each zoo model the script measures
      blocks streamed over chunks of upcoming batches (``StreamingPrefixBatcher``: what the W2S
      pipeline runs with ``prefix_cache: false``), last-k on cached prefix states (``prefix_cache:
      true``, the cache pass included) and full fine-tuning (``fit``, regime ``full``), each timed end
-     to end;
+     to end, ``--repeats`` times (the median is kept, as for the peaks);
 
 and prints, per workload, the achieved FLOP/s as a fraction of the peak, with the padding waste
 (padded slots / token positions run) of the batches it ran beside it. FLOPs are counted on the
@@ -120,6 +120,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     ap.add_argument("--dtype", default="fp32", choices=sorted(DTYPES),
                     help="GEMM dtype of the peak; bf16/fp16 = autocast for the workloads (weights stay fp32)")
+    ap.add_argument("--repeats", type=int, default=3, help="times each workload (and each peak) runs; medians are kept")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/limits-<device>-<date>.json)")
     args = ap.parse_args()
 
@@ -152,6 +153,11 @@ def main() -> None:
               f"max_length {args.max_length}, batch {args.batch_size}")
     print(header)
     rows: list[dict] = []
+
+    def repeated(run) -> float:
+        """Median seconds of ``--repeats`` calls of ``run`` (a shared machine's slow spells move single timings)."""
+        return float(np.median([run() for _ in range(args.repeats)]))
+
     for name in args.models.split(","):
         torch.manual_seed(0)
         backbone, tok, info = load_backbone(name)
@@ -170,10 +176,10 @@ def main() -> None:
         enc_all = encode(tok, texts, args.max_length)
         lengths = enc_all.lengths()
         m_train = int(round(lengths.mean() * args.batch_size))
-        peak = gemm_peak(shapes, args.peak_m, dev, dtype)
-        peak_small = gemm_peak(shapes, m_train, dev, dtype)
+        peak = float(np.median([gemm_peak(shapes, args.peak_m, dev, dtype) for _ in range(args.repeats)]))
+        peak_small = float(np.median([gemm_peak(shapes, m_train, dev, dtype) for _ in range(args.repeats)]))
         other = torch.bfloat16 if dtype == torch.float32 else torch.float32
-        peak_other = gemm_peak(shapes, args.peak_m, dev, other)
+        peak_other = float(np.median([gemm_peak(shapes, args.peak_m, dev, other) for _ in range(args.repeats)]))
         print(f"\n{name} ({info.params_m}M, {n_body / 1e6:.1f}M in block linears, attention {attn}): "
               f"GEMM peak {peak:.1f} GFLOP/s at M={args.peak_m}, {peak_small:.1f} at M={m_train} "
               f"(one training batch); {str(other).split('.')[-1]} at M={args.peak_m}: {peak_other:.1f}")
@@ -213,12 +219,16 @@ def main() -> None:
         with torch.autocast(**amp):
             extract_features(backbone, tok, sub[: min(64, len(sub))], pooling=resolve_pooling("auto", info.arch),
                              max_length=args.max_length, batch_size=args.batch_size)  # warm-up
-            sync(dev)
-            t = time.perf_counter()
-            extract_features(backbone, tok, sub, pooling=resolve_pooling("auto", info.arch),
-                             max_length=args.max_length, batch_size=args.batch_size)
-            sync(dev)
-        s = time.perf_counter() - t
+
+            def run_features() -> float:
+                sync(dev)
+                t = time.perf_counter()
+                extract_features(backbone, tok, sub, pooling=resolve_pooling("auto", info.arch),
+                                 max_length=args.max_length, batch_size=args.batch_size)
+                sync(dev)
+                return time.perf_counter() - t
+
+            s = repeated(run_features)
         slots, run = inference_positions(encode(tok, sub, args.max_length).ids)
         record("features", s, 2 * n_body * run, slots / run, len(sub), run / lens.sum())
 
@@ -230,59 +240,75 @@ def main() -> None:
                           max_length=args.max_length, mixed_precision=mp, prefix_cache=False)
         waste_train = padding_waste(lt, epoch_batches(n, args.batch_size, 0, 0, lt))
         batcher = TokenBatcher(enc_all, tok.pad_token_id)
-        clf = build_classifier(copy_for_regime(backbone, cfg), task.num_classes, cfg, info.arch).to(dev)
-        sync(dev)
-        t = time.perf_counter()
-        fit(clf, batcher, idx, onehot[:n], cfg, seed=0, desc="last_k")
-        sync(dev)
-        s = time.perf_counter() - t
-        record(f"last-{args.last_k} full forward/step", s, (2 * (n_body - n_trained) + 6 * n_trained) * lt.sum(), waste_train, n)
-        del clf
+
+        def run_full_forward() -> float:
+            clf = build_classifier(copy_for_regime(backbone, cfg), task.num_classes, cfg, info.arch).to(dev)
+            sync(dev)
+            t = time.perf_counter()
+            fit(clf, batcher, idx, onehot[:n], cfg, seed=0, desc="last_k")
+            sync(dev)
+            return time.perf_counter() - t
+
+        record(f"last-{args.last_k} full forward/step", repeated(run_full_forward),
+               (2 * (n_body - n_trained) + 6 * n_trained) * lt.sum(), waste_train, n)
 
         # last-k, frozen blocks streamed over chunks of 16 upcoming batches ----------------------
         start = len(blocks) - args.last_k
         sub_enc = type(enc_all)(enc_all.ids[:n])
-        clf = build_classifier(copy_for_regime(backbone, cfg), task.num_classes, cfg, info.arch).to(dev)
-        pre = PrefixClassifier(clf, start)
-        sync(dev)
-        t = time.perf_counter()
-        with torch.autocast(**amp):
-            fit(pre, StreamingPrefixBatcher(backbone, sub_enc, tok.pad_token_id, start, batch_size=args.batch_size),
-                idx, onehot[:n], cfg, seed=0, desc="streamed")
-        sync(dev)
-        s = time.perf_counter() - t
+        made: list = []  # the last PrefixClassifier built (whether its final block ran last-token only)
+
+        def run_streamed() -> float:
+            pre = PrefixClassifier(build_classifier(copy_for_regime(backbone, cfg), task.num_classes, cfg,
+                                                    info.arch).to(dev), start)
+            sync(dev)
+            t = time.perf_counter()
+            with torch.autocast(**amp):
+                fit(pre, StreamingPrefixBatcher(backbone, sub_enc, tok.pad_token_id, start,
+                                                batch_size=args.batch_size), idx, onehot[:n], cfg, seed=0,
+                    desc="streamed")
+            sync(dev)
+            made[:] = [pre]
+            return time.perf_counter() - t
+
+        s = repeated(run_streamed)
         _, run = inference_positions(sub_enc.ids)  # (each epoch's chunks pack alike; at --train-n <= 512 one chunk)
-        record(f"last-{args.last_k} no cache (streamed)", s, prefix_training_flops(pre, lt, run), waste_train, n,
+        record(f"last-{args.last_k} no cache (streamed)", s, prefix_training_flops(made[0], lt, run), waste_train, n,
                run / lt.sum())
-        del clf, pre
 
         # last-k on cached prefix states (cache pass included) -----------------------------------
-        sync(dev)
-        t = time.perf_counter()
-        with torch.autocast(**amp):
-            states = compute_prefix_states(backbone, sub_enc, tok.pad_token_id, start, args.batch_size)
-        clf = build_classifier(copy_for_regime(backbone, cfg), task.num_classes, cfg, info.arch).to(dev)
-        pre = PrefixClassifier(clf, start)
-        fit(pre, PrefixBatcher(sub_enc, tok.pad_token_id, states), idx, onehot[:n], cfg, seed=0, desc="prefix")
-        sync(dev)
-        s = time.perf_counter() - t
-        record(f"last-{args.last_k} + prefix cache", s, prefix_training_flops(pre, lt, run), waste_train, n,
+        def run_cached() -> float:
+            sync(dev)
+            t = time.perf_counter()
+            with torch.autocast(**amp):
+                states = compute_prefix_states(backbone, sub_enc, tok.pad_token_id, start, args.batch_size)
+            pre = PrefixClassifier(build_classifier(copy_for_regime(backbone, cfg), task.num_classes, cfg,
+                                                    info.arch).to(dev), start)
+            fit(pre, PrefixBatcher(sub_enc, tok.pad_token_id, states), idx, onehot[:n], cfg, seed=0, desc="prefix")
+            sync(dev)
+            made[:] = [pre]
+            return time.perf_counter() - t
+
+        s = repeated(run_cached)
+        record(f"last-{args.last_k} + prefix cache", s, prefix_training_flops(made[0], lt, run), waste_train, n,
                run / lt.sum())
-        del clf, pre, states
+        made.clear()
 
         # full fine-tuning ----------------------------------------------------------------------
         n = args.full_n
         lf = lengths[:n]
         fcfg = TrainConfig(regime="full", epochs=1, batch_size=args.batch_size, lr=3e-5, max_length=args.max_length,
                            mixed_precision=mp)
-        full = build_classifier(copy.deepcopy(backbone), task.num_classes, fcfg, info.arch).to(dev)
-        sync(dev)
-        t = time.perf_counter()
-        fit(full, batcher, np.arange(n), onehot[:n], fcfg, seed=0, desc="full")
-        sync(dev)
-        s = time.perf_counter() - t
-        record("full fine-tune", s, 6 * n_body * lf.sum(), padding_waste(lf, epoch_batches(n, args.batch_size, 0, 0, lf)), n)
-        del full, backbone
+        def run_full() -> float:
+            full = build_classifier(copy.deepcopy(backbone), task.num_classes, fcfg, info.arch).to(dev)
+            sync(dev)
+            t = time.perf_counter()
+            fit(full, batcher, np.arange(n), onehot[:n], fcfg, seed=0, desc="full")
+            sync(dev)
+            return time.perf_counter() - t
+
+        record("full fine-tune", repeated(run_full), 6 * n_body * lf.sum(),
+               padding_waste(lf, epoch_batches(n, args.batch_size, 0, 0, lf)), n)
+        del backbone
 
     print(f"\n{'model':14s} {'workload':28s} {'ex/s':>8s} {'GFLOP/s':>8s} {'peak':>7s} {'of peak':>8s} {'padding':>8s}"
           f" {'run/text':>9s}")
