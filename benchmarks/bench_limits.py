@@ -11,7 +11,7 @@ For each zoo model the script measures
      blocks streamed over chunks of upcoming batches (``StreamingPrefixBatcher``: what the W2S
      pipeline runs with ``prefix_cache: false``), last-k on cached prefix states (``prefix_cache:
      true``, the cache pass included) and full fine-tuning (``fit``, regime ``full``), each timed end
-     to end, ``--repeats`` times (the median is kept, as for the peaks);
+     to end, ``--repeats`` times (the median is kept; for the peaks, the highest);
 
 and prints, per workload, the achieved FLOP/s as a fraction of the peak, with the padding waste
 (padded slots / token positions run) of the batches it ran beside it. FLOPs are counted on the
@@ -72,7 +72,7 @@ def n_params(modules) -> int:
     return sum(p.numel() for m in modules for p in m.parameters(recurse=False))
 
 
-def gemm_peak(shapes: list[tuple[int, int]], m: int, device: str, dtype: torch.dtype, seconds: float = 0.3) -> float:
+def gemm_peak(shapes: list[tuple[int, int]], m: int, device: str, dtype: torch.dtype, seconds: float = 0.6) -> float:
     """FLOP-weighted GFLOP/s of (m, k) @ (k, n) over ``shapes`` (each shape counted once)."""
     flops = secs = 0.0
     for k, n in sorted(set(shapes)):
@@ -120,7 +120,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     ap.add_argument("--dtype", default="fp32", choices=sorted(DTYPES),
                     help="GEMM dtype of the peak; bf16/fp16 = autocast for the workloads (weights stay fp32)")
-    ap.add_argument("--repeats", type=int, default=3, help="times each workload (and each peak) runs; medians are kept")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="times each workload and each peak runs: the median workload time, the highest peak are kept")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/limits-<device>-<date>.json)")
     args = ap.parse_args()
 
@@ -176,10 +177,12 @@ def main() -> None:
         enc_all = encode(tok, texts, args.max_length)
         lengths = enc_all.lengths()
         m_train = int(round(lengths.mean() * args.batch_size))
-        peak = float(np.median([gemm_peak(shapes, args.peak_m, dev, dtype) for _ in range(args.repeats)]))
-        peak_small = float(np.median([gemm_peak(shapes, m_train, dev, dtype) for _ in range(args.repeats)]))
+        # a peak is the best the machine does: the highest of --repeats measurements (a slow spell of a
+        # shared machine can then only lower the fractions below, never raise them)
+        peak = max(gemm_peak(shapes, args.peak_m, dev, dtype) for _ in range(args.repeats))
+        peak_small = max(gemm_peak(shapes, m_train, dev, dtype) for _ in range(args.repeats))
         other = torch.bfloat16 if dtype == torch.float32 else torch.float32
-        peak_other = float(np.median([gemm_peak(shapes, args.peak_m, dev, other) for _ in range(args.repeats)]))
+        peak_other = max(gemm_peak(shapes, args.peak_m, dev, other) for _ in range(args.repeats))
         print(f"\n{name} ({info.params_m}M, {n_body / 1e6:.1f}M in block linears, attention {attn}): "
               f"GEMM peak {peak:.1f} GFLOP/s at M={args.peak_m}, {peak_small:.1f} at M={m_train} "
               f"(one training batch); {str(other).split('.')[-1]} at M={args.peak_m}: {peak_other:.1f}")
