@@ -7,7 +7,7 @@ import torch
 from superalign.models import load_backbone
 from superalign.models.classifier import encode
 from superalign.models.features import extract_features
-from superalign.models.packing import pack_rows, packed_batches, packing_mode, shared_prefix, supports_packing
+from superalign.models.packing import pack_rows, packed_batches, shared_prefix, supports_packing
 from superalign.training import TrainConfig, build_classifier, fit, predict
 from superalign.training.prefix import PrefixBatcher, PrefixClassifier, compute_prefix_states
 from superalign.training.regimes import copy_for_regime, transformer_blocks
@@ -47,19 +47,11 @@ def test_packed_batches_mask_keeps_texts_apart():
     assert batch.position_ids[0, seg[1][0]] == 1  # positions continue after the shared prefix
 
 
-def test_decoders_pack_causally_and_encoders_bidirectionally():
+def test_decoders_pack_and_encoders_do_not():
     llama, _, _ = load_backbone("tiny-llama")
     bert, _, _ = load_backbone("tiny-bert")
-    assert packing_mode(llama) == "causal" and supports_packing(llama)
-    assert packing_mode(bert) == "bidirectional"
-
-
-def test_bidirectional_rows_let_each_text_see_all_of_itself_and_share_nothing():
-    batch = next(packed_batches([[9, 1, 2], [9, 3], [9, 4, 5, 6]], pad_id=0, width=10, causal=False))
-    assert batch.prefix == 0
-    for s, n in zip(batch.start, batch.length):
-        for q in range(s, s + n):
-            assert set(torch.nonzero(batch.allowed[0, q]).flatten().tolist()) == set(range(s, s + n))
+    assert supports_packing(llama)
+    assert not supports_packing(bert)
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-bert"])

@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from superalign.models.classifier import INFERENCE_TOKENS, collate, encode, length_batches, pool
-from superalign.models.packing import can_pack, packed_batches, packed_forward, packing_mode
+from superalign.models.packing import can_pack, packed_batches, packed_forward
 
 
 @torch.inference_mode()
@@ -35,9 +35,8 @@ def extract_features(
     """Return ``{layer: (N, D) float32}`` in the order of ``texts``.
 
     With ``packing`` and a model that passes :func:`~superalign.models.packing.supports_packing`
-    (decoders and encoders that honour a 4-D mask), texts go padding-free, several to a row
-    (:mod:`superalign.models.packing`), with the prefix all texts share computed once per row
-    (``share_prefix``; decoders only).
+    (decoders), texts go padding-free, several to a row (:mod:`superalign.models.packing`), with the
+    prefix all texts share computed once per row (``share_prefix``).
     Otherwise batches hold texts of similar length, so short texts are not padded to the longest one, and
     at least ``batch_size`` texts, more while the padded batch stays within ``max_tokens`` tokens
     (``None``: exactly ``batch_size``).
@@ -50,8 +49,7 @@ def extract_features(
     model.to(device)
     with tqdm(total=len(texts), desc=desc, unit="ex", leave=False) as bar:
         if packing and can_pack(model, enc.ids):
-            causal = packing_mode(model) == "causal"
-            for batch in packed_batches(enc.ids, tokenizer.pad_token_id, share_prefix=share_prefix, causal=causal):
+            for batch in packed_batches(enc.ids, tokenizer.pad_token_id, share_prefix=share_prefix):
                 res = packed_forward(model, batch, output_hidden_states=want_all)
                 for layer in layers:
                     hidden = res.hidden_states[layer] if want_all else res.last_hidden_state

@@ -1,20 +1,18 @@
-"""Padding-free ("packed") inference batches.
+"""Padding-free ("packed") inference batches for decoders.
 
 Short texts padded to a batch's longest row waste compute, and sorting by length only helps so
 far: a batch of equal-length texts is small when the texts are short (a WordNet word is ~3.5
-tokens, so 64 of them make a 220-token matrix product). Packing puts several whole texts into each
-row of a fixed width, one after another, with ``position_ids`` that restart for each text and an
-explicit 4-D additive mask (``transformers`` passes such a mask to every layer unchanged; the idea of
-its ``DataCollatorWithFlattening``) that keeps each text to itself, so every token sees what it
-would see alone and the linears (nearly all the FLOPs) run on one large matrix of real tokens. In
-a causal model the tokens every text starts with (a BOS token, a prompt template) have the same
-hidden states in every text: they sit once at the start of each row, and every text of the row
-attends to them.
+tokens, so 64 of them make a 220-token matrix product, well below this CPU's GEMM peak). Packing
+puts several whole texts into each row of a fixed width, one after another, with ``position_ids``
+that restart at 0 for each text and no ``attention_mask``: ``transformers`` then builds a
+block-diagonal causal mask from the restarts (``masking_utils.find_packed_sequence_indices``; the
+same format as its ``DataCollatorWithFlattening``), so no text attends to its neighbours and every
+token sees what it would see alone. The linears (nearly all the FLOPs) then run on one large
+matrix of real tokens.
 
-Whether a model honours that format is checked, not assumed: :func:`packing_mode` runs a few texts
-both ways once per model and compares. Decoders get causal rows (and the shared prefix); encoders,
-whose attention is bidirectional, get rows where each text sees all of itself and nothing else; a
-model that passes neither keeps padded batches.
+Whether a model honours that format is checked, not assumed: :func:`supports_packing` runs a few
+texts both ways once per model and compares (encoders, whose attention is bidirectional and who
+ignore the restarts, fail the check and keep padded batches).
 """
 
 from __future__ import annotations
@@ -148,7 +146,7 @@ def shared_prefix(ids: Sequence[Sequence[int]]) -> int:
 
 
 def packed_batches(ids: Sequence[Sequence[int]], pad_id: int, max_tokens: int = PACKED_TOKENS,
-                   width: int | None = None, share_prefix: bool = True, causal: bool = True) -> Iterator[PackedBatch]:
+                   width: int | None = None, share_prefix: bool = True) -> Iterator[PackedBatch]:
     """Pack ``ids`` (token lists) into rows of ``width`` tokens and group rows into forwards of at most
     ``max_tokens`` tokens (at least one row).
 
@@ -157,13 +155,12 @@ def packed_batches(ids: Sequence[Sequence[int]], pad_id: int, max_tokens: int = 
     their hidden states are the same for every text, so computing them once per row instead of
     once per text changes nothing but the work (nothing is kept between calls). ``width`` defaults
     to the longest text, at least :data:`PACK_WIDTH`. Padding sits at row ends and attends only to
-    itself. ``causal=False`` (encoders) lets each text see all of itself and nothing else, and
-    shares no prefix (a bidirectional model's first tokens depend on the whole text).
+    itself.
     """
     lengths = np.array([len(x) for x in ids], dtype=np.int64)
     if not len(lengths):
         return
-    prefix = shared_prefix(ids) if share_prefix and causal else 0
+    prefix = shared_prefix(ids) if share_prefix else 0
     width = int(width or row_width(ids))
     rows = pack_rows(np.maximum(lengths - prefix, 1), width - prefix)
     per = max(1, max_tokens // width)
@@ -187,12 +184,10 @@ def packed_batches(ids: Sequence[Sequence[int]], pad_id: int, max_tokens: int = 
                 ex.append(i), rr.append(r), st.append(col), ln.append(n)
                 col += n
             segment[r, col:] = -1 - cols[col:]
+        causal = cols[None, :, None] >= cols[None, None, :]
         same = segment[:, :, None] == segment[:, None, :]
-        if causal:
-            sees_prefix = (segment[:, None, :] == 0) & (segment[:, :, None] >= 0)
-            allowed = (cols[None, :, None] >= cols[None, None, :]) & (same | sees_prefix)
-        else:
-            allowed = same
+        sees_prefix = (segment[:, None, :] == 0) & (segment[:, :, None] >= 0)
+        allowed = causal & (same | sees_prefix)
         yield PackedBatch(input_ids, position_ids, allowed, prefix, np.array(ex), np.array(rr), np.array(st),
                           np.array(ln))
 
@@ -213,60 +208,46 @@ def packed_forward(model: nn.Module, batch: PackedBatch, **kwargs):
                  attention_mask=mask[:, None].to(param.device), use_cache=False, **kwargs)
 
 
-_MODE: "weakref.WeakKeyDictionary[nn.Module, str | None]" = weakref.WeakKeyDictionary()
+_SUPPORT: "weakref.WeakKeyDictionary[nn.Module, bool]" = weakref.WeakKeyDictionary()
 _PROBE = ([5, 17, 9, 30, 2, 11], [5, 17, 3, 21], [5, 17, 4, 19, 6], [5, 17, 14])  # a shared 2-token prefix
 
 
-def _matches(model: nn.Module, texts: list[list[int]], causal: bool, rtol: float) -> bool:
-    dev = next(model.parameters()).device
-    width = max(len(x) for x in texts)
-    ids = torch.zeros((len(texts), width), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, x in enumerate(texts):
-        ids[i, : len(x)], mask[i, : len(x)] = torch.tensor(x), 1
-    padded = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).last_hidden_state.float().cpu()
-    batch = next(packed_batches(texts, 0, width=sum(len(x) for x in texts), causal=causal))
-    if causal and batch.prefix != 2:
-        return False
-    packed = packed_forward(model, batch).last_hidden_state.float().cpu()
-    ends = np.cumsum(batch.sizes())
-    got = packed.reshape(-1, packed.shape[-1])[batch.token_index()]
-    pieces = {int(i): got[e - n : e] for i, n, e in zip(batch.examples, batch.sizes(), ends)}
-    diff = max(float((padded[i, : len(x)] - pieces[i]).abs().max()) for i, x in enumerate(texts))
-    return diff <= rtol * float(padded.abs().max().clamp_min(1e-6))
-
-
 @torch.inference_mode()
-def packing_mode(model: nn.Module, rtol: float = 1e-3) -> str | None:
-    """How ``model`` takes packed rows: ``"causal"`` (decoders: shared prefix allowed), ``"bidirectional"``
-    (encoders: each text sees all of itself), or ``None`` (keep padded batches). Checked once per model.
+def supports_packing(model: nn.Module, rtol: float = 1e-3) -> bool:
+    """Whether ``model`` gives packed texts the same hidden states as padded ones (checked once).
 
-    Runs four short texts that share a 2-token prefix padded (with an attention mask) and packed into
-    one row, and compares every token's last hidden state: max |difference| within ``rtol`` of the
-    largest |state|. A model that rejects ``position_ids`` or a 4-D mask (any exception) gets ``None``.
+    Runs four short texts that share a 2-token prefix padded (with an attention mask) and packed
+    into one row, and compares every token's last hidden state: max |difference| within ``rtol``
+    of the largest |state|. Encoders fail it (their attention is bidirectional); so does any model
+    that rejects ``position_ids`` or a 4-D mask (any exception counts as "no").
     """
-    if model in _MODE:
-        return _MODE[model]
-    mode = None
+    if model in _SUPPORT:
+        return _SUPPORT[model]
+    ok = False
     if getattr(model.config, "is_encoder_decoder", False) is False:
-        vocab = int(getattr(model.config, "vocab_size", 32) or 32)
-        texts = [[t % vocab for t in x] for x in _PROBE]
-        was = model.training
-        model.eval()
         try:
-            for causal in (True, False):
-                try:
-                    if _matches(model, texts, causal, rtol):
-                        mode = "causal" if causal else "bidirectional"
-                        break
-                except Exception:  # noqa: BLE001 - any failure means: not this format
-                    continue
-        finally:
-            model.train(was)
-    _MODE[model] = mode
-    return mode
-
-
-def supports_packing(model: nn.Module) -> bool:
-    """Whether ``model`` gives packed texts the same hidden states as padded ones (:func:`packing_mode`)."""
-    return packing_mode(model) is not None
+            vocab = int(getattr(model.config, "vocab_size", 32) or 32)
+            texts = [[t % vocab for t in x] for x in _PROBE]
+            dev = next(model.parameters()).device
+            width = max(len(x) for x in texts)
+            ids = torch.zeros((len(texts), width), dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for i, x in enumerate(texts):
+                ids[i, : len(x)], mask[i, : len(x)] = torch.tensor(x), 1
+            was = model.training
+            model.eval()
+            try:
+                padded = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).last_hidden_state.float().cpu()
+                batch = next(packed_batches(texts, 0, width=sum(len(x) for x in texts)))
+                packed = packed_forward(model, batch).last_hidden_state.float().cpu()
+            finally:
+                model.train(was)
+            ends = np.cumsum(batch.sizes())
+            got = packed.reshape(-1, packed.shape[-1])[batch.token_index()]
+            pieces = {int(i): got[e - n : e] for i, n, e in zip(batch.examples, batch.sizes(), ends)}
+            diff = max(float((padded[i, : len(x)] - pieces[i]).abs().max()) for i, x in enumerate(texts))
+            ok = batch.prefix == 2 and diff <= rtol * float(padded.abs().max().clamp_min(1e-6))
+        except Exception:  # noqa: BLE001 - any failure means: keep padded batches
+            ok = False
+    _SUPPORT[model] = ok
+    return ok

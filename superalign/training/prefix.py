@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from superalign.models.classifier import INFERENCE_TOKENS, Classifier, Encoded, collate, length_batches
-from superalign.models.packing import can_pack, packed_batches, packed_forward, packing_mode
+from superalign.models.packing import can_pack, packed_batches, packed_forward
 from superalign.training.regimes import transformer_blocks
 
 log = logging.getLogger(__name__)
@@ -52,9 +52,8 @@ def compute_prefix_states(backbone: nn.Module, encoded: Encoded, pad_id: int, st
 
     Only blocks ``[0, start)`` run: a pre-hook on block ``start`` takes its input and stops the
     forward. With ``packing`` and a model that passes :func:`~superalign.models.packing.supports_packing`
-    (decoders; encoders that honour a 4-D mask), texts go padding-free, several to a row, in forwards
-    of ``PACKED_TOKENS`` tokens, and (``share_prefix``, decoders) the prefix every text shares is
-    computed once per row; otherwise batches are
+    (decoders), texts go padding-free, several to a row, in forwards of ``PACKED_TOKENS`` tokens, and
+    (``share_prefix``) the prefix every text shares is computed once per row; otherwise batches are
     length-sorted, at least ``batch_size`` rows and more while the padded batch stays within
     ``max_tokens`` tokens.
     """
@@ -73,9 +72,8 @@ def compute_prefix_states(backbone: nn.Module, encoded: Encoded, pad_id: int, st
     handle = blocks[start].register_forward_pre_hook(grab, with_kwargs=True) if start < len(blocks) else None
     try:
         if packing:
-            causal = packing_mode(backbone) == "causal"
-            batches = list(packed_batches(encoded.ids, pad_id, share_prefix=share_prefix, causal=causal))
-            for batch in tqdm(batches, desc=desc, leave=False):
+            for batch in tqdm(list(packed_batches(encoded.ids, pad_id, share_prefix=share_prefix)), desc=desc,
+                              leave=False):
                 captured.clear()
                 try:
                     hidden = packed_forward(backbone, batch, output_hidden_states=True).hidden_states[start]
