@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
-#: Real-token budget of one packed forward. Measured on the 2-core CPU of this project (Gemma-3-270M,
-#: WordNet, 2026-12-03): the block linears run at ~255-265 GFLOP/s for 900-1800 rows and slower at
-#: 220 (~200-245) and 4096 (~160-245, out of cache); ``benchmarks/bench_limits.py`` shows the effect.
+#: Token budget (rows x width) of one packed forward. On this project's 2-core CPU, budgets of 1024,
+#: 2048 and 4096 gave Gemma-3-270M's prefix pass the same speed within the machine's noise
+#: (a throwaway test, 2026-12-03); 2048 keeps the activations of one forward small.
 PACKED_TOKENS = 2048
 
 #: Narrowest packed row: texts shorter than this share rows of this width (attention inside a row
@@ -41,7 +41,7 @@ PACK_WIDTH = 32
 def pack_rows(lengths: np.ndarray, width: int) -> list[list[int]]:
     """Example indices per row: best-fit decreasing, each row filled with the longest texts that fit.
 
-    Every length must be in ``[1, width]``. Rows come out fullest first.
+    Every length must be in ``[1, width]``. The first rows take the longest texts.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     if len(lengths) and (lengths.min() < 1 or lengths.max() > width):
