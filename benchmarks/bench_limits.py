@@ -202,8 +202,8 @@ def main() -> None:
                 return (sum(b.input_ids.numel() for b in batches),
                         sum(b.input_ids.shape[0] * b.prefix + int(b.length.sum()) for b in batches))
             lens = np.array([len(x) for x in ids])
-            batches = list(length_batches(lens, args.batch_size, INFERENCE_TOKENS))
-            return sum(len(b) * int(lens[b].max()) for b in batches), int(lens.sum())
+            waste = padding_waste(lens, list(length_batches(lens, args.batch_size, INFERENCE_TOKENS)))
+            return int(round(waste * lens.sum())), int(lens.sum())
 
         def prefix_training_flops(pre, lt: np.ndarray, frozen_positions: int) -> float:
             """FLOPs of last-k on prefix states: frozen blocks on the positions run, trained ones per token,

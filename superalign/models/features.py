@@ -47,25 +47,24 @@ def extract_features(
     out: dict[int, np.ndarray] = {}
     device = device or next(model.parameters()).device
     model.to(device)
-    with tqdm(total=len(texts), desc=desc, unit="ex", leave=False) as bar:
+
+    def passes():
+        """(example indices, model output, pooling of one hidden-state tensor) per forward."""
         if packing and can_pack(model, enc.ids):
             for batch in packed_batches(enc.ids, tokenizer.pad_token_id, share_prefix=share_prefix):
                 res = packed_forward(model, batch, output_hidden_states=want_all)
-                for layer in layers:
-                    hidden = res.hidden_states[layer] if want_all else res.last_hidden_state
-                    feats = batch.gather(hidden.float().cpu(), pooling).numpy()
-                    if layer not in out:
-                        out[layer] = np.zeros((len(texts), feats.shape[1]), dtype=np.float32)
-                    out[layer][batch.examples] = feats
-                bar.update(len(batch.examples))
-            return out
+                yield batch.examples, res, lambda h, b=batch: b.gather(h.float().cpu(), pooling)
+            return
         for idx in length_batches(lengths, batch_size, max_tokens):
             ids, mask = collate([enc.ids[i] for i in idx], tokenizer.pad_token_id)
             ids, mask = ids.to(device), mask.to(device)
             res = model(input_ids=ids, attention_mask=mask, output_hidden_states=want_all)
+            yield idx, res, lambda h, m=mask: pool(h, m, pooling).float().cpu()
+
+    with tqdm(total=len(texts), desc=desc, unit="ex", leave=False) as bar:
+        for idx, res, pooled in passes():
             for layer in layers:
-                hidden = res.hidden_states[layer] if want_all else res.last_hidden_state
-                feats = pool(hidden, mask, pooling).float().cpu().numpy()
+                feats = pooled(res.hidden_states[layer] if want_all else res.last_hidden_state).numpy()
                 if layer not in out:
                     out[layer] = np.zeros((len(texts), feats.shape[1]), dtype=np.float32)
                 out[layer][idx] = feats

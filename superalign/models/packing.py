@@ -193,20 +193,23 @@ def packed_batches(ids: Sequence[Sequence[int]], pad_id: int, max_tokens: int = 
                           np.array(ln))
 
 
-def packed_forward(model: nn.Module, batch: PackedBatch, **kwargs):
-    """``model(...)`` on a packed batch: ``position_ids`` and the batch's own 4-D additive mask, no KV cache.
+def packed_inputs(model: nn.Module, batch: PackedBatch) -> dict:
+    """Keyword inputs of ``model`` for a packed batch: ``position_ids`` and the batch's own 4-D
+    additive mask, on the model's device, no KV cache.
 
     ``transformers`` passes a 4-D mask through unchanged to every layer; a model with a sliding
-    window narrower than the row would need it in the mask too, so such rows are refused here.
+    window narrower than the row would need it in the mask too (:func:`can_pack` refuses such rows).
     """
     param = next(model.parameters())
-    window = getattr(model.config, "sliding_window", None)
-    if window and batch.input_ids.shape[1] > int(window):
-        raise ValueError(f"packed rows of {batch.input_ids.shape[1]} tokens exceed the sliding window ({window})")
     dtype = param.dtype if param.dtype.is_floating_point else torch.float32
     mask = torch.zeros(batch.allowed.shape, dtype=dtype).masked_fill_(~batch.allowed, torch.finfo(dtype).min)
-    return model(input_ids=batch.input_ids.to(param.device), position_ids=batch.position_ids.to(param.device),
-                 attention_mask=mask[:, None].to(param.device), use_cache=False, **kwargs)
+    return {"input_ids": batch.input_ids.to(param.device), "position_ids": batch.position_ids.to(param.device),
+            "attention_mask": mask[:, None].to(param.device), "use_cache": False}
+
+
+def packed_forward(model: nn.Module, batch: PackedBatch, **kwargs):
+    """``model(**packed_inputs(model, batch), **kwargs)``."""
+    return model(**packed_inputs(model, batch), **kwargs)
 
 
 _SUPPORT: "weakref.WeakKeyDictionary[nn.Module, bool]" = weakref.WeakKeyDictionary()

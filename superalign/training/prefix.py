@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from superalign.models.classifier import INFERENCE_TOKENS, Classifier, Encoded, collate, length_batches
-from superalign.models.packing import can_pack, packed_batches, packed_forward
+from superalign.models.packing import can_pack, packed_batches, packed_inputs
 from superalign.training.regimes import transformer_blocks
 
 log = logging.getLogger(__name__)
@@ -68,37 +68,32 @@ def compute_prefix_states(backbone: nn.Module, encoded: Encoded, pad_id: int, st
         captured.append(args[0] if args else kwargs["hidden_states"])
         raise _Stop
 
+    def hidden_of(**inputs) -> torch.Tensor:
+        captured.clear()
+        try:
+            return backbone(**inputs, output_hidden_states=True).hidden_states[start]
+        except _Stop:
+            return captured[0]
+
+    def passes():
+        """(example indices, their hidden states' real tokens, example after example) per forward."""
+        if packing:
+            for batch in packed_batches(encoded.ids, pad_id, share_prefix=share_prefix):
+                hidden = hidden_of(**packed_inputs(backbone, batch))
+                yield batch.examples, hidden.reshape(-1, hidden.shape[-1])[batch.token_index().to(hidden.device)]
+            return
+        for idx in length_batches(lengths, batch_size, max_tokens):
+            ids, mask = collate([encoded.ids[i] for i in idx], pad_id)
+            hidden = hidden_of(input_ids=ids.to(device), attention_mask=mask.to(device))
+            yield idx, hidden[mask.to(hidden.device).bool()]  # right padding: row after row, real tokens only
+
     packing = packing and can_pack(backbone, encoded.ids)  # (before the hook: the check runs a full forward)
     handle = blocks[start].register_forward_pre_hook(grab, with_kwargs=True) if start < len(blocks) else None
     try:
-        if packing:
-            for batch in tqdm(list(packed_batches(encoded.ids, pad_id, share_prefix=share_prefix)), desc=desc,
-                              leave=False):
-                captured.clear()
-                try:
-                    hidden = packed_forward(backbone, batch, output_hidden_states=True).hidden_states[start]
-                except _Stop:
-                    hidden = captured[0]
-                tokens = hidden.reshape(-1, hidden.shape[-1])[batch.token_index().to(hidden.device)]
-                if flat is None:
-                    flat = np.zeros((int(offsets[-1]), tokens.shape[-1]), dtype=np.float32)
-                rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in batch.examples])
-                flat[rows] = tokens.float().cpu().numpy()
-            assert flat is not None
-            return PrefixStates(flat, offsets)
-        for idx in tqdm(list(length_batches(lengths, batch_size, max_tokens)), desc=desc, leave=False):
-            ids, mask = collate([encoded.ids[i] for i in idx], pad_id)
-            captured.clear()
-            try:
-                out = backbone(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True)
-                hidden = out.hidden_states[start]
-            except _Stop:
-                hidden = captured[0]
-            hidden = hidden.float().cpu().numpy()
+        for idx, tokens in tqdm(passes(), desc=desc, leave=False):
             if flat is None:
-                flat = np.zeros((int(offsets[-1]), hidden.shape[-1]), dtype=np.float32)
-            for row, i in enumerate(idx):
-                flat[offsets[i] : offsets[i + 1]] = hidden[row, : lengths[i]]
+                flat = np.zeros((int(offsets[-1]), tokens.shape[-1]), dtype=np.float32)
+            flat[np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in idx])] = tokens.float().cpu().numpy()
     finally:
         if handle is not None:
             handle.remove()
@@ -122,6 +117,11 @@ class _Pass(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         return hidden_states
+
+
+def _last_positions(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row indices and each row's last real position of a right-padded (B, T) mask."""
+    return torch.arange(mask.shape[0], device=mask.device), mask.long().sum(1).clamp_min(1) - 1
 
 
 class _LastToken:
@@ -148,12 +148,16 @@ class _LastToken:
         if self.checked is False or mask is None or kwargs.get("position_embeddings") is None:
             return self.full(hidden_states, *args, **kwargs)
         if self.checked is None:
+            reason = self._unsupported()
+            if reason:
+                log.info("last-token final block not used for %s: %s", type(self.block).__name__, reason)
+                self.checked = False
+                return self.full(hidden_states, *args, **kwargs)
             try:
                 out = self._forward(hidden_states, mask, kwargs["position_embeddings"])
                 with torch.no_grad():
                     ref = self.full(hidden_states, *args, **kwargs)
-                rows = torch.arange(ref.shape[0], device=ref.device)
-                last = mask.long().sum(1).clamp_min(1) - 1
+                rows, last = _last_positions(mask)
                 want = ref[rows, last].float()
                 self.max_diff = float((out[rows, last].detach().float() - want).abs().max())
                 self.checked = self.max_diff <= 1e-3 * float(want.abs().max()) + 1e-5
@@ -171,15 +175,23 @@ class _LastToken:
         """The block's own forward."""
         return type(self.block).forward(self.block, *args, **kwargs)
 
+    def _unsupported(self) -> str | None:
+        """Why this layer does not fit the last-token forward, or ``None``."""
+        attn = getattr(self.block, "self_attn", None)
+        if attn is None:
+            return "no self_attn"
+        if getattr(attn, "attn_logit_softcapping", None):
+            return "attention logit soft-capping"
+        if getattr(attn, "attention_dropout", 0):
+            return "attention dropout"
+        return None
+
     def _forward(self, hidden: torch.Tensor, mask: torch.Tensor, position_embeddings) -> torch.Tensor:
         block, attn = self.block, self.block.self_attn
-        if getattr(attn, "attn_logit_softcapping", None) or (attn.training and getattr(attn, "attention_dropout", 0)):
-            raise NotImplementedError("attention logit soft-capping or dropout")
         rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
         b, t, _ = hidden.shape
         hd = attn.head_dim
-        rows = torch.arange(b, device=hidden.device)
-        last = mask.long().sum(1).clamp_min(1) - 1
+        rows, last = _last_positions(mask)
         x = block.input_layernorm(hidden)
         q = attn.q_proj(x[rows, last][:, None]).view(b, 1, -1, hd).transpose(1, 2)
         k = attn.k_proj(x).view(b, t, -1, hd).transpose(1, 2)
