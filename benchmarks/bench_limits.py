@@ -11,10 +11,18 @@ For each zoo model the script measures
      blocks streamed over chunks of upcoming batches (``StreamingPrefixBatcher``: what the W2S
      pipeline runs with ``prefix_cache: false``), last-k on cached prefix states (``prefix_cache:
      true``, the cache pass included) and full fine-tuning (``fit``, regime ``full``), each timed end
-     to end, ``--repeats`` times (the median is kept; for the peaks, the highest);
+     to end, ``--repeats`` times;
 
 and prints, per workload, the achieved FLOP/s as a fraction of the peak, with the padding waste
-(padded slots / token positions run) of the batches it ran beside it. FLOPs are counted on the
+(padded slots / token positions run) of the batches it ran beside it.
+
+A shared machine's speed drifts (here MiniLM's GEMM peak read 158-292 GFLOP/s in half an hour), so a
+workload timed in a slow spell against a peak taken in a fast one (or the reverse) says more about
+the machine than about the code. Every timed repeat therefore sits between two peak measurements
+(``--pair-seconds`` each): ``of peak`` is the median over repeats of (that repeat's FLOP/s / the
+mean of the peaks just before and after it), and ``peak`` the median of those adjacent peaks.
+``of best`` divides the median FLOP/s by the highest peak this run measured for the model (the
+initial ``--repeats`` peaks and every adjacent one): the conservative reading, printed beside it. FLOPs are counted on the
 token positions each pass computes, padding excluded:
 
   forward  = 2 * N * tokens                  (N = parameters of the transformer blocks' linear layers;
@@ -121,7 +129,9 @@ def main() -> None:
     ap.add_argument("--dtype", default="fp32", choices=sorted(DTYPES),
                     help="GEMM dtype of the peak; bf16/fp16 = autocast for the workloads (weights stay fp32)")
     ap.add_argument("--repeats", type=int, default=3,
-                    help="times each workload and each peak runs: the median workload time, the highest peak are kept")
+                    help="times each workload runs, each between two peak measurements (see above)")
+    ap.add_argument("--pair-seconds", type=float, default=0.4,
+                    help="seconds of each peak measurement taken just before and after a timed repeat")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/limits-<device>-<date>.json)")
     args = ap.parse_args()
 
@@ -155,9 +165,17 @@ def main() -> None:
     print(header)
     rows: list[dict] = []
 
-    def repeated(run) -> float:
-        """Median seconds of ``--repeats`` calls of ``run`` (a shared machine's slow spells move single timings)."""
-        return float(np.median([run() for _ in range(args.repeats)]))
+    def repeated(run) -> list[tuple[float, float]]:
+        """(seconds, adjacent peak) of each of ``--repeats`` calls of ``run``: the GEMM peak at the model's
+        shapes is measured just before and just after every call, and their mean goes with it."""
+        out = []
+        for _ in range(args.repeats):
+            before = gemm_peak(shapes, args.peak_m, dev, dtype, args.pair_seconds)
+            seconds = run()
+            after = gemm_peak(shapes, args.peak_m, dev, dtype, args.pair_seconds)
+            out.append((seconds, (before + after) / 2))
+            best[0] = max(best[0], before, after)
+        return out
 
     for name in args.models.split(","):
         torch.manual_seed(0)
@@ -180,6 +198,7 @@ def main() -> None:
         # a peak is the best the machine does: the highest of --repeats measurements (a slow spell of a
         # shared machine can then only lower the fractions below, never raise them)
         peak = max(gemm_peak(shapes, args.peak_m, dev, dtype) for _ in range(args.repeats))
+        best = [peak]  # the highest peak measured for this model so far (``repeated`` raises it)
         peak_small = max(gemm_peak(shapes, m_train, dev, dtype) for _ in range(args.repeats))
         other = torch.bfloat16 if dtype == torch.float32 else torch.float32
         peak_other = max(gemm_peak(shapes, args.peak_m, dev, other) for _ in range(args.repeats))
@@ -187,11 +206,17 @@ def main() -> None:
               f"GEMM peak {peak:.1f} GFLOP/s at M={args.peak_m}, {peak_small:.1f} at M={m_train} "
               f"(one training batch); {str(other).split('.')[-1]} at M={args.peak_m}: {peak_other:.1f}")
 
-        def record(workload: str, seconds: float, flops: float, waste: float, examples: int,
+        def record(workload: str, timed: list[tuple[float, float]], flops: float, waste: float, examples: int,
                    run_per_text: float = 1.0) -> None:
+            seconds = float(np.median([s for s, _ in timed]))
             achieved = flops / seconds / 1e9
+            paired = [flops / s / 1e9 / p for s, p in timed]
             rows.append({"model": name, "workload": workload, "seconds": seconds, "examples_per_s": examples / seconds,
-                         "gflops": achieved, "peak_gflops": peak, "fraction_of_peak": achieved / peak,
+                         "gflops": achieved, "peak_gflops": float(np.median([p for _, p in timed])),
+                         "fraction_of_peak": float(np.median(paired)),
+                         "fraction_of_peak_range": [min(paired), max(paired)],
+                         "best_peak_gflops": best[0], "fraction_of_best_peak": achieved / best[0],
+                         "repeats": [{"seconds": s, "adjacent_peak_gflops": p} for s, p in timed],
                          "padding_waste": waste, "run_per_text": run_per_text, "peak_gflops_train_m": peak_small,
                          "attention": attn})
 
@@ -231,9 +256,9 @@ def main() -> None:
                 sync(dev)
                 return time.perf_counter() - t
 
-            s = repeated(run_features)
+            timed = repeated(run_features)
         slots, run = inference_positions(encode(tok, sub, args.max_length).ids)
-        record("features", s, 2 * n_body * run, slots / run, len(sub), run / lens.sum())
+        record("features", timed, 2 * n_body * run, slots / run, len(sub), run / lens.sum())
 
         # last-k fine-tuning, whole model every step --------------------------------------------
         n = args.train_n
@@ -273,9 +298,9 @@ def main() -> None:
             made[:] = [pre]
             return time.perf_counter() - t
 
-        s = repeated(run_streamed)
+        timed = repeated(run_streamed)
         _, run = inference_positions(sub_enc.ids)  # (each epoch's chunks pack alike; at --train-n <= 512 one chunk)
-        record(f"last-{args.last_k} no cache (streamed)", s, prefix_training_flops(made[0], lt, run), waste_train, n,
+        record(f"last-{args.last_k} no cache (streamed)", timed, prefix_training_flops(made[0], lt, run), waste_train, n,
                run / lt.sum())
 
         # last-k on cached prefix states (cache pass included) -----------------------------------
@@ -291,8 +316,8 @@ def main() -> None:
             made[:] = [pre]
             return time.perf_counter() - t
 
-        s = repeated(run_cached)
-        record(f"last-{args.last_k} + prefix cache", s, prefix_training_flops(made[0], lt, run), waste_train, n,
+        timed = repeated(run_cached)
+        record(f"last-{args.last_k} + prefix cache", timed, prefix_training_flops(made[0], lt, run), waste_train, n,
                run / lt.sum())
         made.clear()
 
@@ -313,14 +338,18 @@ def main() -> None:
                padding_waste(lf, epoch_batches(n, args.batch_size, 0, 0, lf)), n)
         del backbone
 
-    print(f"\n{'model':14s} {'workload':28s} {'ex/s':>8s} {'GFLOP/s':>8s} {'peak':>7s} {'of peak':>8s} {'padding':>8s}"
-          f" {'run/text':>9s}")
+    print(f"\n{'model':14s} {'workload':28s} {'ex/s':>8s} {'GFLOP/s':>8s} {'peak':>7s} {'of peak':>8s} {'[range]':>13s}"
+          f" {'of best':>8s} {'padding':>8s} {'run/text':>9s}")
     for r in rows:
+        lo, hi = r["fraction_of_peak_range"]
         print(f"{r['model']:14s} {r['workload']:28s} {r['examples_per_s']:8.1f} {r['gflops']:8.1f} "
-              f"{r['peak_gflops']:7.1f} {100 * r['fraction_of_peak']:7.1f}% {r['padding_waste']:8.3f}"
-              f" {r['run_per_text']:9.3f}")
-    print("(peak: FLOP-weighted fp32/bf16 GEMM rate at the model's block shapes; GFLOP/s on the token positions run;\n"
-          " padding: padded slots / positions run; run/text: positions the inference pass ran per text token)")
+              f"{r['peak_gflops']:7.1f} {100 * r['fraction_of_peak']:7.1f}% {f'[{100 * lo:.0f}-{100 * hi:.0f}%]':>13s}"
+              f" {100 * r['fraction_of_best_peak']:7.1f}% {r['padding_waste']:8.3f} {r['run_per_text']:9.3f}")
+    print(f"(median of {args.repeats} repeats. peak: FLOP-weighted fp32/bf16 GEMM rate at the model's block shapes,\n"
+          " measured just before and after each repeat; of peak: median of each repeat's FLOP/s over its adjacent peak,\n"
+          " [range] over repeats; of best: median FLOP/s over the highest peak this run measured for the model;\n"
+          " GFLOP/s on the token positions run; padding: padded slots / positions run; run/text: positions the\n"
+          " inference pass ran per text token)")
     out = Path(args.out) if args.out else (Path(__file__).parent / "results" /
                                            f"limits-{dev}-{dt.date.today().isoformat()}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
