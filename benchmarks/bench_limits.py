@@ -22,8 +22,9 @@ the machine than about the code. Every timed repeat therefore sits between two p
 (``--pair-seconds`` each): ``of peak`` is the median over repeats of (that repeat's FLOP/s / the
 mean of the peaks just before and after it), and ``peak`` the median of those adjacent peaks.
 ``of best`` divides the median FLOP/s by the highest peak this run measured for the model (the
-initial ``--repeats`` peaks and every adjacent one): the conservative reading, printed beside it. FLOPs are counted on the
-token positions each pass computes, padding excluded:
+initial ``--repeats`` peaks and every adjacent one, over all its workloads): the conservative
+reading, printed beside it. FLOPs are counted on the token positions each pass computes, padding
+excluded:
 
   forward  = 2 * N * tokens                  (N = parameters of the transformer blocks' linear layers;
   training = 6 * N_trained * tokens           embeddings are look-ups, norms/attention scores are
@@ -165,16 +166,14 @@ def main() -> None:
     print(header)
     rows: list[dict] = []
 
-    def repeated(run) -> list[tuple[float, float]]:
-        """(seconds, adjacent peak) of each of ``--repeats`` calls of ``run``: the GEMM peak at the model's
-        shapes is measured just before and just after every call, and their mean goes with it."""
+    def repeated(run) -> list[tuple[float, float, float]]:
+        """(seconds, peak before, peak after) of each of ``--repeats`` calls of ``run``: the GEMM peak at
+        the model's shapes is measured just before and just after every call."""
         out = []
         for _ in range(args.repeats):
             before = gemm_peak(shapes, args.peak_m, dev, dtype, args.pair_seconds)
             seconds = run()
-            after = gemm_peak(shapes, args.peak_m, dev, dtype, args.pair_seconds)
-            out.append((seconds, (before + after) / 2))
-            best[0] = max(best[0], before, after)
+            out.append((seconds, before, gemm_peak(shapes, args.peak_m, dev, dtype, args.pair_seconds)))
         return out
 
     for name in args.models.split(","):
@@ -195,10 +194,10 @@ def main() -> None:
         enc_all = encode(tok, texts, args.max_length)
         lengths = enc_all.lengths()
         m_train = int(round(lengths.mean() * args.batch_size))
-        # a peak is the best the machine does: the highest of --repeats measurements (a slow spell of a
-        # shared machine can then only lower the fractions below, never raise them)
+        # the highest of --repeats measurements before any workload; with every repeat's adjacent peaks
+        # it gives the run's best for this model ("of best", filled in once the model's workloads are done)
         peak = max(gemm_peak(shapes, args.peak_m, dev, dtype) for _ in range(args.repeats))
-        best = [peak]  # the highest peak measured for this model so far (``repeated`` raises it)
+        first_row = len(rows)
         peak_small = max(gemm_peak(shapes, m_train, dev, dtype) for _ in range(args.repeats))
         other = torch.bfloat16 if dtype == torch.float32 else torch.float32
         peak_other = max(gemm_peak(shapes, args.peak_m, dev, other) for _ in range(args.repeats))
@@ -206,17 +205,18 @@ def main() -> None:
               f"GEMM peak {peak:.1f} GFLOP/s at M={args.peak_m}, {peak_small:.1f} at M={m_train} "
               f"(one training batch); {str(other).split('.')[-1]} at M={args.peak_m}: {peak_other:.1f}")
 
-        def record(workload: str, timed: list[tuple[float, float]], flops: float, waste: float, examples: int,
-                   run_per_text: float = 1.0) -> None:
-            seconds = float(np.median([s for s, _ in timed]))
+        def record(workload: str, timed: list[tuple[float, float, float]], flops: float, waste: float,
+                   examples: int, run_per_text: float = 1.0) -> None:
+            seconds = float(np.median([s for s, _, _ in timed]))
+            adjacent = [(before + after) / 2 for _, before, after in timed]
             achieved = flops / seconds / 1e9
-            paired = [flops / s / 1e9 / p for s, p in timed]
+            paired = [flops / s / 1e9 / p for (s, _, _), p in zip(timed, adjacent)]
             rows.append({"model": name, "workload": workload, "seconds": seconds, "examples_per_s": examples / seconds,
-                         "gflops": achieved, "peak_gflops": float(np.median([p for _, p in timed])),
+                         "gflops": achieved, "peak_gflops": float(np.median(adjacent)),
                          "fraction_of_peak": float(np.median(paired)),
                          "fraction_of_peak_range": [min(paired), max(paired)],
-                         "best_peak_gflops": best[0], "fraction_of_best_peak": achieved / best[0],
-                         "repeats": [{"seconds": s, "adjacent_peak_gflops": p} for s, p in timed],
+                         "repeats": [{"seconds": s, "peak_before_gflops": b, "peak_after_gflops": a}
+                                     for s, b, a in timed],
                          "padding_waste": waste, "run_per_text": run_per_text, "peak_gflops_train_m": peak_small,
                          "attention": attn})
 
@@ -336,6 +336,10 @@ def main() -> None:
 
         record("full fine-tune", repeated(run_full), 6 * n_body * lf.sum(),
                padding_waste(lf, epoch_batches(n, args.batch_size, 0, 0, lf)), n)
+        best = max([peak] + [p for r in rows[first_row:] for t in r["repeats"]
+                             for p in (t["peak_before_gflops"], t["peak_after_gflops"])])
+        for r in rows[first_row:]:
+            r["best_peak_gflops"], r["fraction_of_best_peak"] = best, r["gflops"] / best
         del backbone
 
     print(f"\n{'model':14s} {'workload':28s} {'ex/s':>8s} {'GFLOP/s':>8s} {'peak':>7s} {'of peak':>8s} {'[range]':>13s}"
