@@ -13,7 +13,7 @@ attends to them.
 
 Whether a model honours that format is checked, not assumed: :func:`supports_packing` runs a few
 texts both ways once per model and compares. Encoders, whose attention is bidirectional, fail the
-check and keep padded batches (packing them gave MiniLM no speed-up here: its texts pad by ~2%).
+check and keep padded batches (packing them gave MiniLM no speed-up here: its texts pad by 1-2%).
 """
 
 from __future__ import annotations

@@ -148,11 +148,15 @@ class _LastToken:
         if self.checked is False or mask is None or kwargs.get("position_embeddings") is None:
             return self.full(hidden_states, *args, **kwargs)
         if self.checked is None:
-            reason = self._unsupported()
-            if reason:
-                log.info("last-token final block not used for %s: %s", type(self.block).__name__, reason)
-                self.checked = False
-                return self.full(hidden_states, *args, **kwargs)
+            out = self._first(hidden_states, mask, *args, **kwargs)
+            return out if self.checked else self.full(hidden_states, *args, **kwargs)
+        return self._forward(hidden_states, mask, kwargs["position_embeddings"])
+
+    def _first(self, hidden_states: torch.Tensor, mask: torch.Tensor, *args, **kwargs) -> torch.Tensor | None:
+        """The first call: the last-token output, compared with the block's own forward on this batch;
+        sets ``checked`` (and ``max_diff``), and logs why when the layer keeps its own forward."""
+        reason, out = self._unsupported(), None
+        if reason is None:
             try:
                 out = self._forward(hidden_states, mask, kwargs["position_embeddings"])
                 with torch.no_grad():
@@ -160,16 +164,14 @@ class _LastToken:
                 rows, last = _last_positions(mask)
                 want = ref[rows, last].float()
                 self.max_diff = float((out[rows, last].detach().float() - want).abs().max())
-                self.checked = self.max_diff <= 1e-3 * float(want.abs().max()) + 1e-5
+                if self.max_diff > 1e-3 * float(want.abs().max()) + 1e-5:
+                    reason = f"differs from the full block by {self.max_diff:.3g}"
             except Exception as err:  # noqa: BLE001 - a layer of another layout: keep its own forward
-                log.info("last-token final block not used for %s: %s", type(self.block).__name__, err)
-                self.checked = False
-            if not self.checked:
-                log.info("last-token final block differs from %s by %s; using the full block",
-                         type(self.block).__name__, self.max_diff)
-                return self.full(hidden_states, *args, **kwargs)
-            return out
-        return self._forward(hidden_states, mask, kwargs["position_embeddings"])
+                reason = f"{type(err).__name__}: {err}"
+        self.checked = reason is None
+        if reason:
+            log.info("last-token final block not used for %s: %s", type(self.block).__name__, reason)
+        return out
 
     def full(self, *args, **kwargs) -> torch.Tensor:
         """The block's own forward."""
